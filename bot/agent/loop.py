@@ -1,0 +1,352 @@
+"""The agent loop: ask the model, run the tools it calls, feed the results back, until it answers.
+
+Every way out of the loop other than a final answer is an exception caught in `run`, so each outcome
+is explicit and a limit is never mistaken for success. Every message is handed to the conversation as
+soon as it exists; a session-backed conversation writes it to disk at that moment.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from bot.agent import events as ev
+from bot.llm.base import Model, ModelRequest, StreamEvent, TextDelta, ThinkingDelta, ToolCallDelta, ToolSpec
+from bot.llm.errors import Aborted, ContextOverflowError, ModelError
+from bot.llm.messages import (
+    AssistantMessage,
+    Cost,
+    Message,
+    TextContent,
+    ThinkingContent,
+    ToolCall,
+    ToolResultMessage,
+    Usage,
+    UserMessage,
+    text_result,
+)
+from bot.llm.retry import RetryPolicy, complete
+from bot.tools.base import Tool, ToolContext
+
+
+class Outcome(StrEnum):
+    COMPLETED = "completed"
+    MAX_TURNS = "max_turns"
+    MAX_COST = "max_cost"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+    ABORTED = "aborted"
+
+
+class LimitReached(Exception):
+    def __init__(self, outcome: Outcome, detail: str) -> None:
+        self.outcome = outcome
+        super().__init__(detail)
+
+
+class AgentError(Exception):
+    """The model ended its message with an error, or a provider failure outlived its retries."""
+
+
+@dataclass
+class Limits:
+    max_turns: int | None = 50
+    max_cost_usd: float | None = None
+    max_wall_seconds: float | None = None
+
+
+@dataclass
+class RunResult:
+    outcome: Outcome
+    final_text: str
+    turns: int
+    usage: Usage
+    cost: Cost
+    error: str | None = None
+    compactions: int = 0
+    duration_seconds: float = 0.0
+    model_error: ModelError | None = field(default=None, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.COMPLETED
+
+
+class Conversation(Protocol):
+    """Where messages live. The session-backed one persists each append before returning."""
+
+    def context(self) -> list[Message]: ...
+
+    def append(self, message: Message) -> None: ...
+
+
+class InMemoryConversation:
+    def __init__(self, messages: Sequence[Message] = ()) -> None:
+        self.messages: list[Message] = list(messages)
+
+    def context(self) -> list[Message]:
+        return list(self.messages)
+
+    def append(self, message: Message) -> None:
+        self.messages.append(message)
+
+
+class Compactor(Protocol):
+    """Keeps the context under its bound. Returns True when it compacted."""
+
+    def after_turn(self, agent: Agent) -> bool: ...
+
+    def on_overflow(self, agent: Agent) -> bool: ...
+
+
+# Returns None to allow, or the reason the user refused (sent back to the model).
+Approver = Callable[[ToolCall, Tool], str | None]
+Subscriber = Callable[[ev.Event], None]
+
+
+class Agent:
+    def __init__(self, model: Model, tools: Sequence[Tool], tool_context: ToolContext, system_prompt: str,
+                 *, limits: Limits | None = None, conversation: Conversation | None = None,
+                 thinking: str = "off", retry: RetryPolicy | None = None,
+                 compactor: Compactor | None = None, approver: Approver | None = None,
+                 usage: Usage | None = None, cost: Cost | None = None) -> None:
+        self.model = model
+        self.tools = {tool.name: tool for tool in tools}
+        self.tool_context = tool_context
+        self.system_prompt = system_prompt
+        self.limits = limits or Limits()
+        self.conversation = conversation or InMemoryConversation()
+        self.thinking = thinking
+        self.retry = retry or RetryPolicy()
+        self.compactor = compactor
+        self.approver = approver
+        self.subscribers: list[Subscriber] = []
+        self.usage = usage or Usage()  # cumulative, restored on resume
+        self.cost = cost or Cost.zero()
+        self.turns = 0
+        self.compactions = 0
+        self.last_assistant: AssistantMessage | None = None
+        self.cancel = threading.Event()
+        self._deadline: float | None = None
+
+    # -- events ------------------------------------------------------------------------------------
+    def subscribe(self, subscriber: Subscriber) -> None:
+        self.subscribers.append(subscriber)
+
+    def emit(self, event: ev.Event) -> None:
+        for subscriber in self.subscribers:
+            subscriber(event)
+
+    def append(self, message: Message) -> None:
+        self.emit(ev.MessageStart(role=message.role))
+        self.conversation.append(message)
+        self.emit(ev.MessageEnd(message=message))
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def run(self, prompt: str | UserMessage) -> RunResult:
+        started = time.monotonic()
+        self.turns = 0
+        self.cancel.clear()
+        self._deadline = started + self.limits.max_wall_seconds if self.limits.max_wall_seconds else None
+        timer = self._start_deadline_timer()
+        self.emit(ev.AgentStart(model=self.model.info.spec))
+        try:
+            self.append(prompt if isinstance(prompt, UserMessage) else UserMessage(content=prompt))
+            outcome, text, error, model_error = Outcome.COMPLETED, self._loop(), None, None
+        except LimitReached as exc:
+            outcome, text, error, model_error = exc.outcome, self._last_text(), str(exc), None
+        except (Aborted, KeyboardInterrupt) as exc:
+            timed_out = self._deadline is not None and time.monotonic() >= self._deadline
+            outcome = Outcome.TIMEOUT if timed_out else Outcome.ABORTED
+            text, error, model_error = self._last_text(), str(exc) or outcome.value, None
+        except ModelError as exc:
+            outcome, text, error, model_error = Outcome.ERROR, self._last_text(), str(exc), exc
+        except AgentError as exc:
+            outcome, text, error, model_error = Outcome.ERROR, self._last_text(), str(exc), None
+        finally:
+            if timer is not None:
+                timer.cancel()
+        result = RunResult(outcome, text, self.turns, self.usage, self.cost, error, self.compactions,
+                           time.monotonic() - started, model_error)
+        self.emit(ev.AgentEnd(outcome=outcome.value, turns=self.turns, usage=self.usage, cost=self.cost,
+                              error=error))
+        return result
+
+    def _loop(self) -> str:
+        while True:
+            self._check_turn_limits()
+            self.turns += 1
+            self.emit(ev.TurnStart(turn=self.turns))
+            message = self._assistant_turn()
+            calls = message.tool_calls
+            if calls:
+                for result in self._run_tools(calls):
+                    self.append(result)
+            self.emit(ev.TurnEnd(turn=self.turns))
+            self._check_cost()
+            if not calls:
+                return message.text
+            if self.compactor is not None and self.compactor.after_turn(self):
+                self.compactions += 1
+
+    def _assistant_turn(self) -> AssistantMessage:
+        try:
+            message = self._stream_assistant()
+        except ContextOverflowError:
+            if self.compactor is None or not self.compactor.on_overflow(self):
+                raise
+            self.compactions += 1
+            message = self._stream_assistant()  # one retry after compacting; a second overflow is fatal
+        if message.stop_reason == "error":
+            raise AgentError(message.error_message or "the model ended its message with an error")
+        return message
+
+    def _stream_assistant(self) -> AssistantMessage:
+        request = ModelRequest(
+            system=self.system_prompt,
+            messages=self.conversation.context(),
+            tools=[tool_spec(tool) for tool in self.tools.values()],
+            thinking=self.thinking,  # type: ignore[arg-type]
+            max_output_tokens=self.model.info.max_output_tokens,
+            cancel=self.cancel,
+        )
+        partial = _PartialMessage()
+        self.emit(ev.MessageStart(role="assistant"))
+
+        def on_event(event: StreamEvent) -> None:
+            partial.add(event)
+            self.emit(_update_event(event))
+
+        def on_retry(attempt: int, delay: float, error: ModelError) -> None:
+            partial.reset()
+            self.emit(ev.Retry(attempt=attempt, delay_seconds=round(delay, 3), error=str(error)))
+
+        try:
+            message = complete(self.model, request, self.retry, on_event, on_retry)
+        except (Aborted, KeyboardInterrupt):
+            self.cancel.set()  # stop anything else still running for this turn
+            self._record_aborted(partial)
+            raise
+        self.last_assistant = message
+        self.usage = self.usage + message.usage
+        self.cost = self.cost + message.cost
+        self.conversation.append(message)
+        self.emit(ev.MessageEnd(message=message))
+        return message
+
+    def _record_aborted(self, partial: _PartialMessage) -> None:
+        info = self.model.info
+        message = AssistantMessage(content=partial.content(), provider=info.provider, model=info.id,
+                                   api=info.api, stop_reason="aborted", error_message="aborted by user")
+        self.conversation.append(message)
+        self.emit(ev.MessageEnd(message=message))
+
+    # -- tools -------------------------------------------------------------------------------------
+    def _run_tools(self, calls: list[ToolCall]) -> list[ToolResultMessage]:
+        parallel = len(calls) > 1 and all(
+            call.name in self.tools and not self.tools[call.name].mutating for call in calls
+        )
+        if not parallel:
+            return [self._run_tool(call) for call in calls]
+        with ThreadPoolExecutor(max_workers=min(8, len(calls))) as pool:
+            return list(pool.map(self._run_tool, calls))  # map keeps call order
+
+    def _run_tool(self, call: ToolCall) -> ToolResultMessage:
+        self.emit(ev.ToolStart(tool_call=call))
+        result = self._execute(call)
+        self.emit(ev.ToolEnd(tool_call_id=call.id, tool_name=call.name, is_error=result.is_error,
+                             text=result.text, details=result.details))
+        return result
+
+    def _execute(self, call: ToolCall) -> ToolResultMessage:
+        if self.cancel.is_set():
+            return text_result(call, "Not run: the turn was cancelled.", is_error=True)
+        tool = self.tools.get(call.name)
+        if tool is None:
+            available = ", ".join(sorted(self.tools)) or "none"
+            return text_result(call, f"Tool {call.name!r} is not available. Available tools: {available}.",
+                               is_error=True)
+        if tool.mutating and self.approver is not None:
+            refusal = self.approver(call, tool)
+            if refusal is not None:
+                return text_result(call, f"The user refused this {call.name} call: {refusal}", is_error=True)
+        self.tool_context.cancel = self.cancel
+        output = tool.execute(call.arguments, self.tool_context)
+        result = text_result(call, output.text, is_error=output.is_error)
+        result.details = output.details
+        return result
+
+    # -- limits ------------------------------------------------------------------------------------
+    def _check_turn_limits(self) -> None:
+        if self.limits.max_turns is not None and self.turns >= self.limits.max_turns:
+            raise LimitReached(Outcome.MAX_TURNS, f"reached the limit of {self.limits.max_turns} turns")
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            raise LimitReached(Outcome.TIMEOUT,
+                               f"reached the wall-time limit of {self.limits.max_wall_seconds:g} s")
+
+    def _check_cost(self) -> None:
+        limit = self.limits.max_cost_usd
+        if limit is None:
+            return
+        if self.cost.total is None:
+            if self.turns == 1:
+                self.emit(ev.Warning(message=f"the price of {self.model.info.spec} is unknown, so the "
+                                             f"${limit:g} cost limit cannot be enforced"))
+            return
+        if self.cost.total >= limit:
+            raise LimitReached(Outcome.MAX_COST,
+                               f"spent ${self.cost.total:.4f}, reaching the limit of ${limit:g}")
+
+    def _start_deadline_timer(self) -> threading.Timer | None:
+        if self._deadline is None:
+            return None
+        timer = threading.Timer(self._deadline - time.monotonic(), self.cancel.set)
+        timer.daemon = True
+        timer.start()
+        return timer
+
+    def _last_text(self) -> str:
+        return self.last_assistant.text if self.last_assistant else ""
+
+
+def tool_spec(tool: Tool) -> ToolSpec:
+    return ToolSpec(name=tool.name, description=tool.description, parameters=tool.schema())
+
+
+class _PartialMessage:
+    """Accumulates streamed deltas so an aborted message can be saved with what had arrived."""
+
+    def __init__(self) -> None:
+        self.blocks: dict[int, list[str]] = {}
+        self.kinds: dict[int, str] = {}
+
+    def add(self, event: StreamEvent) -> None:
+        if isinstance(event, TextDelta | ThinkingDelta):
+            self.kinds[event.index] = event.type
+            self.blocks.setdefault(event.index, []).append(event.delta)
+
+    def reset(self) -> None:
+        self.blocks.clear()
+        self.kinds.clear()
+
+    def content(self) -> list[TextContent | ThinkingContent | ToolCall]:
+        out: list[TextContent | ThinkingContent | ToolCall] = []
+        for index in sorted(self.blocks):
+            text = "".join(self.blocks[index])
+            out.append(ThinkingContent(thinking=text) if self.kinds[index] == "thinking_delta"
+                       else TextContent(text=text))
+        return out
+
+
+def _update_event(event: StreamEvent) -> ev.MessageUpdate:
+    if isinstance(event, TextDelta):
+        return ev.MessageUpdate(kind="text", index=event.index, delta=event.delta)
+    if isinstance(event, ThinkingDelta):
+        return ev.MessageUpdate(kind="thinking", index=event.index, delta=event.delta)
+    assert isinstance(event, ToolCallDelta)
+    return ev.MessageUpdate(kind="tool_call", index=event.index, delta=event.delta, tool_name=event.name)

@@ -1,0 +1,91 @@
+"""The tool contract. A tool is a pydantic parameter model plus a `run` function.
+
+The parameter model's JSON schema is exactly what the model sees, so the same class both documents
+and validates the arguments.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ValidationError
+
+
+class ToolError(Exception):
+    """A failure to report to the model as an error result (bad path, no match, ...)."""
+
+
+@dataclass
+class ToolOutput:
+    text: str
+    is_error: bool = False
+    # For renderers and sessions (diffs, exit codes, full-log paths); never sent to the model.
+    details: dict[str, Any] | None = None
+
+
+# Never hand these to a subprocess the model controls: it could print or exfiltrate them.
+_SECRET_NAMES = frozenset({
+    "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPENROUTER_API_KEY", "GROQ_API_KEY", "DEEPSEEK_API_KEY",
+    "GEMINI_API_KEY", "GOOGLE_API_KEY", "MISTRAL_API_KEY", "XAI_API_KEY", "GITHUB_TOKEN", "GH_TOKEN",
+    "INPUT_GITHUB_TOKEN",
+})
+_SECRET_PREFIXES = ("ACTIONS_",)
+_SECRET_SUFFIXES = ("_API_KEY", "_TOKEN", "_SECRET")
+
+
+def is_secret_env_name(name: str) -> bool:
+    upper = name.upper()
+    return (
+        upper in _SECRET_NAMES
+        or upper.startswith(_SECRET_PREFIXES)
+        or (upper.startswith("INPUT_") and upper.endswith(("_KEY", "_TOKEN")))
+        or upper.endswith(_SECRET_SUFFIXES)
+    )
+
+
+def scrubbed_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    source = os.environ if env is None else env
+    return {k: v for k, v in source.items() if not is_secret_env_name(k)}
+
+
+@dataclass
+class ToolContext:
+    workspace: Path
+    env: dict[str, str] = field(default_factory=scrubbed_env)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    bash_timeout: float = 120.0
+    extra_env_names: tuple[str, ...] = ()  # additional names to scrub (e.g. configured endpoints' key vars)
+
+
+class Tool:
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Params: ClassVar[type[BaseModel]]
+    mutating: ClassVar[bool] = False
+
+    def run(self, params: Any, ctx: ToolContext) -> ToolOutput:
+        raise NotImplementedError
+
+    def schema(self) -> dict[str, Any]:
+        schema = self.Params.model_json_schema()
+        schema.pop("title", None)
+        return schema
+
+    def execute(self, arguments: dict[str, Any], ctx: ToolContext) -> ToolOutput:
+        """Validate and run; every failure becomes an error result rather than an exception."""
+        try:
+            params = self.Params.model_validate(arguments)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}" for err in exc.errors()
+            )
+            return ToolOutput(f"Invalid arguments for {self.name}: {problems}", is_error=True)
+        try:
+            return self.run(params, ctx)
+        except ToolError as exc:
+            return ToolOutput(str(exc), is_error=True)
