@@ -22,7 +22,7 @@ class RetryPolicy:
     def delay(self, attempt: int, error: ModelError) -> float:
         if error.retry_after is not None:
             return max(0.0, error.retry_after)
-        backoff = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        backoff = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
         jitter: float = 0.5 + random.random() / 2  # "equal jitter": spreads clients, keeps a floor
         return backoff * jitter
 
