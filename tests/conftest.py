@@ -15,6 +15,9 @@ from typing import Any
 
 import pytest
 
+# The scripted model server's `fake_llm` fixture, available to every test module (tests/fake_llm.py).
+pytest_plugins = ["tests.fake_llm"]
+
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
 
