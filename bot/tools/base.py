@@ -6,6 +6,7 @@ and validates the arguments.
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 from collections.abc import Mapping
@@ -62,6 +63,9 @@ class ToolContext:
     extra_env_names: tuple[str, ...] = ()  # additional names to scrub (e.g. configured endpoints' key vars)
 
 
+_SCHEMA_CACHE: dict[type[BaseModel], dict[str, Any]] = {}
+
+
 class Tool:
     name: ClassVar[str]
     description: ClassVar[str]
@@ -72,9 +76,14 @@ class Tool:
         raise NotImplementedError
 
     def schema(self) -> dict[str, Any]:
-        schema = self.Params.model_json_schema()
-        schema.pop("title", None)
-        return schema
+        # Generating a schema costs about a millisecond per tool and the loop asks on every turn, so it
+        # is built once per parameter class; callers get a copy they may change.
+        cached = _SCHEMA_CACHE.get(self.Params)
+        if cached is None:
+            cached = self.Params.model_json_schema()
+            cached.pop("title", None)
+            _SCHEMA_CACHE[self.Params] = cached
+        return copy.deepcopy(cached)
 
     def execute(self, arguments: dict[str, Any], ctx: ToolContext) -> ToolOutput:
         """Validate and run; every failure becomes an error result rather than an exception."""

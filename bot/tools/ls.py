@@ -1,0 +1,64 @@
+"""`ls`: the entries of one directory, sorted, dotfiles included, directories marked with '/'."""
+
+from __future__ import annotations
+
+import os
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bot.tools.base import Tool, ToolContext, ToolError, ToolOutput
+from bot.tools.paths import display_path, resolve_for_read
+
+DEFAULT_LIMIT = 500
+
+
+class LsParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(default=".", description="Directory to list (default: the workspace).")
+    limit: int = Field(default=DEFAULT_LIMIT, ge=1, description=f"Maximum entries (default {DEFAULT_LIMIT}).")
+
+
+class LsTool(Tool):
+    name: ClassVar[str] = "ls"
+    description: ClassVar[str] = (
+        "List a directory: entry names sorted alphabetically (case-insensitive), hidden ones included, "
+        "directories with a trailing '/', symlinks as 'name -> target'. Not recursive; use find for that."
+    )
+    Params: ClassVar[type[BaseModel]] = LsParams
+
+    def run(self, params: LsParams, ctx: ToolContext) -> ToolOutput:
+        path = resolve_for_read(ctx.workspace, params.path)
+        shown = display_path(ctx.workspace, path)
+        if not path.exists():
+            raise ToolError(f"Directory not found: {shown}")
+        if not path.is_dir():
+            raise ToolError(f"{shown} is a file, not a directory; use read to see its content")
+        try:
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: (e.name.lower(), e.name))
+        except PermissionError as exc:
+            raise ToolError(f"Cannot list {shown}: permission denied") from exc
+        except OSError as exc:
+            raise ToolError(f"Cannot list {shown}: {exc.strerror or exc}") from exc
+        if not entries:
+            return ToolOutput(f"[{shown} is empty]", details={"count": 0, "total": 0, "truncated": False})
+        shown_entries = [_describe(entry) for entry in entries[:params.limit]]
+        text = "\n".join(shown_entries)
+        truncated = len(entries) > params.limit
+        if truncated:
+            text += (f"\n\n[Showing {params.limit} of {len(entries)} entries; pass a larger limit to see more, "
+                     "or use find with a pattern.]")
+        return ToolOutput(text, details={"count": len(shown_entries), "total": len(entries),
+                                         "truncated": truncated})
+
+
+def _describe(entry: os.DirEntry[str]) -> str:
+    is_dir = entry.is_dir()  # follows symlinks: a link to a directory lists as one
+    name = entry.name + ("/" if is_dir else "")
+    if entry.is_symlink():
+        try:
+            return f"{name} -> {os.readlink(entry.path)}"
+        except OSError:
+            return name
+    return name
