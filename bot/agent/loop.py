@@ -97,7 +97,8 @@ class InMemoryConversation:
 
 
 class Compactor(Protocol):
-    """Keeps the context under its bound. Returns True when it compacted."""
+    """Keeps the context under its bound. Returns True when it compacted. `after_turn` runs before
+    every model request, i.e. after the previous turn (or the new prompt) entered the context."""
 
     def after_turn(self, agent: Agent) -> bool: ...
 
@@ -180,6 +181,10 @@ class Agent:
     def _loop(self) -> str:
         while True:
             self._check_turn_limits()
+            # Checked before every request (after the previous turn's tool results, or a new prompt,
+            # were added), so no request leaves without the context having been measured.
+            if self.compactor is not None and self.compactor.after_turn(self):
+                self.compactions += 1
             self.turns += 1
             self.emit(ev.TurnStart(turn=self.turns))
             message = self._assistant_turn()
@@ -187,12 +192,12 @@ class Agent:
             if calls:
                 for result in self._run_tools(calls):
                     self.append(result)
+                if self.cancel.is_set():
+                    raise Aborted("cancelled")  # Ctrl+C or the deadline during a tool: no new request
             self.emit(ev.TurnEnd(turn=self.turns))
             self._check_cost()
             if not calls:
                 return message.text
-            if self.compactor is not None and self.compactor.after_turn(self):
-                self.compactions += 1
 
     def _assistant_turn(self) -> AssistantMessage:
         try:
