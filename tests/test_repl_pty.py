@@ -1,0 +1,423 @@
+"""The real `opi` REPL in a real pseudo-terminal (tmux), against the loopback scripted model server.
+
+Each test starts `opi` in a private tmux server, types into it with send-keys and reads the rendered
+screen (scrollback included) with capture-pane. Every wait polls the screen until a text appears or a
+deadline passes, so the tests are as fast as the program and never depend on fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fake_llm import FakeLLMServer, Reply
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is needed to drive a terminal"),
+]
+
+OPI = str(Path(sys.executable).with_name("opi"))
+WAIT_SECONDS = 20.0
+MODEL = "anthropic:claude-sonnet-4-5"
+
+
+class Terminal:
+    """One `opi` process in a tmux pane of a private tmux server."""
+
+    def __init__(self, socket: Path, cwd: Path, env: dict[str, str]) -> None:
+        self.socket = socket
+        self.cwd = cwd
+        self.env = env
+
+    def tmux(self, *args: str) -> str:
+        completed = subprocess.run(["tmux", "-S", str(self.socket), *args], env=self.env, capture_output=True,
+                                   text=True, timeout=20)
+        if completed.returncode != 0:
+            raise RuntimeError(f"tmux {args[0]} failed: {completed.stderr.strip()}")
+        return completed.stdout
+
+    def start(self, *args: str) -> None:
+        command = " ".join([OPI, *args]) + "; echo \"[opi exited with $?]\"; sleep 600"
+        self.tmux("new-session", "-d", "-x", "110", "-y", "45", "-c", str(self.cwd), command)
+        self.tmux("set-option", "-g", "history-limit", "20000")
+
+    def type(self, text: str, *, enter: bool = True) -> None:
+        self.tmux("send-keys", "-l", text)
+        if enter:
+            self.tmux("send-keys", "Enter")
+
+    def keys(self, *keys: str) -> None:
+        self.tmux("send-keys", *keys)
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p", "-J", "-S", "-")
+
+    def wait_for(self, pattern: str, *, count: int = 1, timeout: float = WAIT_SECONDS) -> str:
+        """Wait until `pattern` (a regex) occurs at least `count` times on the screen; return the screen."""
+        deadline = time.monotonic() + timeout
+        regex = re.compile(pattern)
+        while True:
+            screen = self.screen()
+            if len(regex.findall(screen)) >= count:
+                return screen
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {pattern!r} (x{count}); the screen:\n{screen}")
+            time.sleep(0.05)
+
+    def wait_for_prompt(self, count: int) -> str:
+        """The footer is printed once per finished turn, right before the next prompt."""
+        return self.wait_for(rf"{re.escape(MODEL)} · ctx", count=count)
+
+    def stop(self) -> None:
+        subprocess.run(["tmux", "-S", str(self.socket), "kill-server"], capture_output=True, timeout=20)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    path = tmp_path / "project"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def sessions_dir(tmp_path: Path) -> Path:
+    return tmp_path / "sessions"
+
+
+@pytest.fixture
+def terminal_factory(fake_llm: FakeLLMServer, workspace: Path, sessions_dir: Path) -> Iterator[Any]:
+    # A short socket path: unix socket paths are limited to about 100 bytes.
+    socket_dir = Path(tempfile.mkdtemp(prefix="opi-tmux-"))
+    env = {**os.environ, **fake_llm.env(), "OPI_SESSIONS_DIR": str(sessions_dir), "OPI_MODEL": MODEL,
+           "TERM": "xterm-256color", "COLUMNS": "110", "LINES": "45"}
+    env.pop("TMUX", None)
+    terminals: list[Terminal] = []
+
+    def make() -> Terminal:
+        terminal = Terminal(socket_dir / f"t{len(terminals)}", workspace, env)
+        terminals.append(terminal)
+        return terminal
+
+    yield make
+    for terminal in terminals:
+        terminal.stop()
+    shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+def session_files(sessions_dir: Path) -> list[Path]:
+    return sorted(sessions_dir.glob("*.jsonl"), key=lambda p: p.stat().st_mtime)
+
+
+def entries(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()[1:]]
+
+
+def messages(path: Path) -> list[dict[str, Any]]:
+    return [e["message"] for e in entries(path) if e["type"] == "message"]
+
+
+def texts_sent(fake_llm: FakeLLMServer, index: int) -> str:
+    return json.dumps(fake_llm.requests[index].body)
+
+
+# -- the tests ---------------------------------------------------------------------------------------
+
+def test_two_turn_conversation_streams_and_is_saved(fake_llm: FakeLLMServer, terminal_factory: Any,
+                                                    sessions_dir: Path) -> None:
+    words = [f"word{i}" for i in range(12)]
+    fake_llm.enqueue(Reply(text="Streaming: " + " ".join(words), chunks=6, delay=0.25))
+    fake_llm.enqueue(Reply(text="# Second answer\n\nIt has **bold** text and a list:\n\n- apples\n- pears\n"))
+    term = terminal_factory()
+    term.start()
+    term.wait_for(r"Enter sends")
+    term.type("first question")
+    # The first chunk is on the screen while the last one has not been sent yet: it streams.
+    partial = term.wait_for(r"Streaming:")
+    assert "word11" not in partial
+    term.wait_for_prompt(1)
+    term.type("second question")
+    screen = term.wait_for_prompt(2)
+    assert "Streaming: " + " ".join(words) in screen
+    assert "Second answer" in screen and "It has bold text" in screen and "• apples" in screen
+    assert "**" not in screen  # rendered as Markdown, not shown raw
+    assert "second question" in texts_sent(fake_llm, 1) and "word11" in texts_sent(fake_llm, 1)
+    term.keys("C-d")
+    term.wait_for(r"\[opi exited with 0\]")
+    (path,) = session_files(sessions_dir)
+    roles = [m["role"] for m in messages(path)]
+    assert roles == ["user", "assistant", "user", "assistant"]
+    assert messages(path)[2]["content"] == "second question"
+
+
+def test_an_edit_approved_and_one_refused(fake_llm: FakeLLMServer, terminal_factory: Any, workspace: Path,
+                                          sessions_dir: Path) -> None:
+    (workspace / "app.py").write_text("colour = 'red'\nsize = 1\n")
+    fake_llm.enqueue(Reply(text="First edit.", tool_calls=[
+        ("e1", "edit", {"path": "app.py", "old_text": "colour = 'red'", "new_text": "colour = 'blue'"})]))
+    fake_llm.enqueue(Reply(text="Second edit.", tool_calls=[
+        ("e2", "edit", {"path": "app.py", "old_text": "size = 1", "new_text": "size = 99"})]))
+    fake_llm.enqueue(Reply(text="Understood, size stays."))
+    term = terminal_factory()
+    term.start()
+    term.wait_for(r"Enter sends")
+    term.type("change the colour and the size")
+    term.wait_for(r"allow edit app\.py\? \[y\]es")
+    term.keys("y")
+    term.wait_for(r"Second edit\.\n● edit app\.py\n(.*\n)*\? allow edit app\.py\?")
+    term.keys("n")
+    term.wait_for(r"reason for the model")
+    term.type("the size must stay 1")
+    screen = term.wait_for_prompt(1)
+    assert "✓ allowed" in screen
+    assert "-colour = 'red'" in screen and "+colour = 'blue'" in screen  # the diff of the first edit
+    assert "✗ refused: the size must stay 1" in screen
+    assert "Understood, size stays." in screen
+    assert (workspace / "app.py").read_text() == "colour = 'blue'\nsize = 1\n"
+    refusal = texts_sent(fake_llm, 2)
+    assert "refused" in refusal and "the size must stay 1" in refusal
+    (path,) = session_files(sessions_dir)
+    results = [m for m in messages(path) if m["role"] == "tool_result"]
+    assert [r["is_error"] for r in results] == [False, True]
+
+
+def test_ctrl_c_during_a_long_bash_kills_it_and_saves_the_turn(fake_llm: FakeLLMServer, terminal_factory: Any,
+                                                               workspace: Path, sessions_dir: Path) -> None:
+    fake_llm.enqueue(Reply(text="Running the slow thing.", tool_calls=[
+        ("b1", "bash", {"command": "echo $$ > pid.txt; echo started; sleep 120"})]))
+    fake_llm.enqueue(Reply(text="Still here after the abort."))
+    term = terminal_factory()
+    term.start("--allow-mutating")
+    term.wait_for(r"Enter sends")
+    term.type("run it")
+    _wait_for_file(workspace / "pid.txt")
+    pid = int((workspace / "pid.txt").read_text())
+    term.keys("C-c")
+    screen = term.wait_for(r"turn aborted")
+    assert "aborting…" in screen
+    assert "cancelled: the command and its children were killed" in screen
+    _wait_until_gone(pid)
+    assert len(fake_llm.requests) == 1  # no request went out after Ctrl+C
+    # The REPL is still usable and the next turn sees what happened.
+    term.wait_for_prompt(1)
+    term.type("are you there?")
+    term.wait_for(r"Still here after the abort\.")
+    (path,) = session_files(sessions_dir)
+    stored = messages(path)
+    assert [m["role"] for m in stored] == ["user", "assistant", "tool_result", "user", "assistant"]
+    assert stored[2]["is_error"] is True and "cancelled" in json.dumps(stored[2]["content"])
+
+
+def test_ctrl_c_while_streaming_saves_the_partial_answer(fake_llm: FakeLLMServer, terminal_factory: Any,
+                                                         sessions_dir: Path) -> None:
+    fake_llm.enqueue(Reply(text="partial-start " + "x " * 200 + "never-reached", chunks=40, delay=0.3))
+    term = terminal_factory()
+    term.start()
+    term.wait_for(r"Enter sends")
+    term.type("write a lot")
+    term.wait_for(r"partial-start")
+    term.keys("C-c")
+    screen = term.wait_for(r"turn aborted")
+    assert "⏹ aborted" in screen and "never-reached" not in screen
+    (path,) = session_files(sessions_dir)
+    assistant = messages(path)[-1]
+    assert assistant["stop_reason"] == "aborted"
+    assert assistant["content"][0]["text"].startswith("partial-start")
+
+
+def test_typing_while_the_agent_works_queues_a_follow_up(fake_llm: FakeLLMServer, terminal_factory: Any,
+                                                         sessions_dir: Path) -> None:
+    fake_llm.enqueue(Reply(text="slow answer one two three", chunks=6, delay=0.3))
+    fake_llm.enqueue(Reply(text="answer to the follow-up"))
+    term = terminal_factory()
+    term.start()
+    term.wait_for(r"Enter sends")
+    term.type("first")
+    term.wait_for(r"slow answer")
+    term.type("and also this")
+    term.wait_for(r"queued: and also this")
+    screen = term.wait_for_prompt(2)
+    assert "answer to the follow-up" in screen
+    (path,) = session_files(sessions_dir)
+    users = [m["content"] for m in messages(path) if m["role"] == "user"]
+    assert users == ["first", "and also this"]
+
+
+def test_compact_then_resume_the_session_in_a_new_process(fake_llm: FakeLLMServer, terminal_factory: Any,
+                                                          workspace: Path, sessions_dir: Path) -> None:
+    (workspace / ".opi").mkdir()
+    (workspace / ".opi" / "config.toml").write_text("[compaction]\nkeep_recent_tokens = 50\n")
+    fake_llm.enqueue("The plan is to rename the module. " * 20)
+    fake_llm.enqueue("Done renaming; tests pass. " * 20)
+    fake_llm.enqueue("## Goal\nRename the module.\n\n## Progress\n### Done\n- [x] renamed\n")
+    fake_llm.enqueue("Continuing from the summary.")
+    fake_llm.enqueue("Back in the resumed session.")
+    first = terminal_factory()
+    first.start()
+    first.wait_for(r"Enter sends")
+    first.type("please rename the module")
+    first.wait_for_prompt(1)
+    first.type("and run the tests")
+    first.wait_for_prompt(2)
+    first.type("/compact keep the module names")
+    screen = first.wait_for(r"compacted: .* tokens")
+    assert "compacting the context (manual" in screen
+    assert "keep the module names" in texts_sent(fake_llm, 2)  # the instructions reach the summary call
+    first.type("what next?")
+    first.wait_for_prompt(3)
+    assert "Rename the module." in texts_sent(fake_llm, 3)  # the summary replaced the old messages
+    first.type("/quit")
+    first.wait_for(r"\[opi exited with 0\]")
+    (original,) = session_files(sessions_dir)
+    assert [e["type"] for e in entries(original)].count("compaction") == 1
+
+    second = terminal_factory()
+    second.start()
+    second.wait_for(r"Enter sends")
+    second.type("/resume")
+    listing = second.wait_for(r"resume which number")
+    assert re.search(r"1\. please rename the module .*(ago|just now) · 6 messages", listing), listing
+    second.type("1")
+    second.wait_for(r"resumed .*" + re.escape(original.name))
+    second.type("are we done?")
+    second.wait_for(r"Back in the resumed session\.")
+    second.wait_for_prompt(1)
+    last_request = texts_sent(fake_llm, 4)
+    assert "Rename the module." in last_request and "what next?" in last_request
+    assert messages(original)[-2]["content"] == "are we done?"  # appended to the resumed file
+
+
+def test_tree_goes_back_and_continues_on_a_new_branch(fake_llm: FakeLLMServer, terminal_factory: Any,
+                                                      sessions_dir: Path) -> None:
+    fake_llm.enqueue("Answer about apples.")
+    fake_llm.enqueue("Answer about pears.")
+    fake_llm.enqueue("Answer about plums.")
+    term = terminal_factory()
+    term.start()
+    term.wait_for(r"Enter sends")
+    term.type("tell me about apples")
+    term.wait_for_prompt(1)
+    term.type("tell me about pears")
+    term.wait_for_prompt(2)
+    term.type("/tree")
+    listing = term.wait_for(r"go back to which number")
+    number = re.search(r"(\d+)\. opi: Answer about apples\.", listing)
+    assert number is not None and "◀ you are here" in listing
+    term.type(number.group(1))
+    term.wait_for(r"summarise the 2 messages you leave behind")
+    term.type("")
+    term.wait_for(r"moved to opi: Answer about apples\.")
+    term.type("tell me about plums")
+    term.wait_for_prompt(3)
+    request = texts_sent(fake_llm, 2)
+    assert "apples" in request and "pears" not in request  # the new branch forgot the abandoned one
+    (path,) = session_files(sessions_dir)
+    stored = entries(path)
+    by_id = {e["id"]: e for e in stored}
+    apples_answer = next(e for e in stored if e["type"] == "message"
+                         and e["message"]["role"] == "assistant" and "apples" in json.dumps(e["message"]))
+    leaf = [e for e in stored if e["type"] == "leaf"]
+    assert len(leaf) == 1 and leaf[0]["entry_id"] == apples_answer["id"]
+    children = [e for e in stored if e.get("parent_id") == apples_answer["id"] and e["type"] == "message"]
+    assert sorted(e["message"]["content"] for e in children) == ["tell me about pears", "tell me about plums"]
+    assert by_id[children[0]["id"]]["parent_id"] == apples_answer["id"]
+    term.type("/tree")
+    tree = term.wait_for(r"go back to which number", count=2)
+    assert "├─" in tree and "└─" in tree  # both branches are drawn
+    term.type("")
+
+
+def test_slash_commands_at_files_and_shell(fake_llm: FakeLLMServer, terminal_factory: Any, workspace: Path,
+                                           sessions_dir: Path) -> None:
+    (workspace / "notes.txt").write_text("the secret word is turnip\n")
+    fake_llm.enqueue("I read your notes.")
+    term = terminal_factory()
+    term.start()
+    term.wait_for(r"Enter sends")
+    term.type("/help")
+    term.wait_for(r"/resume \[number\|id\]")
+    term.type("/bogus")
+    term.wait_for(r"unknown command /bogus")
+    term.type("look at @missing.txt please")
+    term.wait_for(r"not sent: @missing\.txt: no such file")
+    term.keys("C-u")  # the refused text came back in the editor; clear it
+    term.type("!echo shell-says-hi")
+    term.wait_for(r"exit 0 · the output goes with your next message")
+    term.type("/name my renaming job")
+    term.wait_for(r"session named 'my renaming job'")
+    term.type("summarise @notes.txt")
+    term.wait_for_prompt(1)
+    sent = texts_sent(fake_llm, 0)
+    assert "the secret word is turnip" in sent and "shell-says-hi" in sent
+    term.type("/session")
+    screen = term.wait_for(r"entries: ")
+    assert "name:     my renaming job" in screen
+    term.type("/cost")
+    term.wait_for(r"cache write")
+    term.type("/export markdown out.md")
+    term.wait_for(r"exported \(markdown\) to")
+    assert "the secret word is turnip" in (workspace / "out.md").read_text()
+    term.type("/model nosuch:model")
+    term.wait_for(r"cannot switch to 'nosuch:model'")
+    term.type("/model openai:gpt-4.1")
+    term.wait_for(r"model: openai:gpt-4\.1")
+    term.type("/fork")
+    screen = term.wait_for(r"forked \w+ into a new session: ")
+    (original,) = [p for p in session_files(sessions_dir) if p.name in screen.split("the original is unchanged:")[1]]
+    forked = next(p for p in session_files(sessions_dir) if p != original)
+    header = json.loads(forked.read_text().splitlines()[0])
+    assert header["parent_session"] == original.stem
+    assert [m["role"] for m in messages(forked)] == ["user", "assistant"]
+    term.type("/new")
+    term.wait_for(r"new session: ")
+    term.type("some text I change my mind about", enter=False)
+    term.keys("C-c")  # clears the line, does not count towards quitting
+    term.keys("C-c")
+    term.wait_for(r"Ctrl\+C again or Ctrl\+D to quit")
+    term.keys("C-c")
+    term.wait_for(r"\[opi exited with 0\]")
+    kinds = [e["type"] for e in entries(original)]
+    assert "session_info" in kinds and "model_change" in kinds
+
+
+def test_without_a_terminal_it_falls_back_to_print_mode(fake_llm: FakeLLMServer, workspace: Path,
+                                                        sessions_dir: Path) -> None:
+    fake_llm.enqueue("plain answer")
+    env = {**os.environ, **fake_llm.env(), "OPI_SESSIONS_DIR": str(sessions_dir), "OPI_MODEL": MODEL}
+    completed = subprocess.run([OPI], input="a question on stdin", capture_output=True, text=True, env=env,
+                               cwd=workspace, timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout == "plain answer\n"
+    assert "\x1b[" not in completed.stdout
+
+
+def _wait_for_file(path: Path, timeout: float = WAIT_SECONDS) -> None:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.read_text().strip()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} never appeared")
+        threading.Event().wait(0.05)
+
+
+def _wait_until_gone(pid: int, timeout: float = WAIT_SECONDS) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} still runs after Ctrl+C")
+        threading.Event().wait(0.05)
