@@ -1,0 +1,167 @@
+"""The action's inputs (`INPUT_*`) and the runner context (`GITHUB_*`, `RUNNER_*`) read from the environment.
+
+Every malformed input is reported by name with the value that was given, before any work starts.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+Mode = Literal["push", "pr", "comment"]
+MODES: tuple[Mode, ...] = ("push", "pr", "comment")
+
+DEFAULT_BOT_NAME = "opi-bot[bot]"
+DEFAULT_BOT_EMAIL = "opi-bot[bot]@users.noreply.github.com"
+
+# Provider keys accepted as inputs and exported under the name the providers read.
+PROVIDER_KEY_INPUTS = {
+    "anthropic_api_key": "ANTHROPIC_API_KEY",
+    "openai_api_key": "OPENAI_API_KEY",
+    "openrouter_api_key": "OPENROUTER_API_KEY",
+}
+
+
+class InputError(Exception):
+    """An input has a value the action cannot use."""
+
+
+@dataclass(frozen=True)
+class ActionInputs:
+    github_token: str = ""
+    model: str = ""
+    trigger: str = "/opi"
+    prompt: str = ""
+    max_turns: int | None = 30
+    max_cost_usd: float | None = 2.0
+    timeout_minutes: float | None = 30.0
+    max_context_tokens: int | None = None
+    allowed_tools: tuple[str, ...] | None = None
+    mode: Mode = "push"
+    base_branch: str = ""
+    bot_name: str = DEFAULT_BOT_NAME
+    bot_email: str = DEFAULT_BOT_EMAIL
+    provider_keys: dict[str, str] = field(default_factory=dict)  # env name -> value
+
+
+def _input(env: Mapping[str, str], name: str) -> str:
+    # The runner upper-cases input names and keeps hyphens; spaces become underscores.
+    return env.get(f"INPUT_{name.upper().replace(' ', '_')}", "").strip()
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+    raw = _input(env, name)
+    if not raw:
+        return default
+    if raw.lower() in ("0", "none", "unlimited"):
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InputError(f"input `{name}` must be a whole number, got {raw!r}") from None
+    if value < 0:
+        raise InputError(f"input `{name}` must not be negative, got {raw!r}")
+    return value
+
+
+def _positive_float(env: Mapping[str, str], name: str, default: float | None) -> float | None:
+    raw = _input(env, name)
+    if not raw:
+        return default
+    if raw.lower() in ("0", "none", "unlimited"):
+        return None
+    try:
+        value = float(raw.lstrip("$"))
+    except ValueError:
+        raise InputError(f"input `{name}` must be a number, got {raw!r}") from None
+    if value < 0 or value != value:  # NaN
+        raise InputError(f"input `{name}` must be a positive number, got {raw!r}")
+    return value
+
+
+def _mode(raw: str) -> Mode:
+    for mode in MODES:
+        if raw == mode:
+            return mode
+    raise InputError(f"input `mode` must be one of {', '.join(MODES)}, got {raw!r}")
+
+
+def read_inputs(env: Mapping[str, str] | None = None) -> ActionInputs:
+    source = os.environ if env is None else env
+    mode = _mode(_input(source, "mode").lower() or "push")
+    trigger = _input(source, "trigger") or "/opi"
+    if any(ch.isspace() for ch in trigger):
+        raise InputError(f"input `trigger` must be one word, got {trigger!r}")
+    tools_raw = _input(source, "allowed_tools")
+    allowed = tuple(t.strip() for t in tools_raw.replace("\n", ",").split(",") if t.strip()) or None
+    keys = {env_name: _input(source, name) for name, env_name in PROVIDER_KEY_INPUTS.items()
+            if _input(source, name)}
+    return ActionInputs(
+        github_token=_input(source, "github_token") or source.get("GITHUB_TOKEN", ""),
+        model=_input(source, "model"),
+        trigger=trigger,
+        prompt=_input(source, "prompt"),
+        max_turns=_positive_int(source, "max_turns", 30),
+        max_cost_usd=_positive_float(source, "max_cost_usd", 2.0),
+        timeout_minutes=_positive_float(source, "timeout_minutes", 30.0),
+        max_context_tokens=_positive_int(source, "max_context_tokens", None),
+        allowed_tools=allowed,
+        mode=mode,
+        base_branch=_input(source, "base_branch"),
+        bot_name=_input(source, "bot_name") or DEFAULT_BOT_NAME,
+        bot_email=_input(source, "bot_email") or DEFAULT_BOT_EMAIL,
+        provider_keys=keys,
+    )
+
+
+@dataclass(frozen=True)
+class RunnerContext:
+    event_name: str
+    event_path: Path | None
+    repository: str
+    workspace: Path
+    server_url: str
+    api_url: str
+    run_id: str
+    run_attempt: str
+    sha: str
+    temp_dir: Path
+    output_file: Path | None
+    summary_file: Path | None
+    state_file: Path | None
+
+    @property
+    def run_url(self) -> str:
+        if not (self.repository and self.run_id):
+            return ""
+        return f"{self.server_url}/{self.repository}/actions/runs/{self.run_id}"
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    value = env.get(name, "").strip()
+    return Path(value) if value else None
+
+
+def read_context(env: Mapping[str, str] | None = None, *, cwd: Path | None = None) -> RunnerContext:
+    source = os.environ if env is None else env
+    workspace = _path(source, "GITHUB_WORKSPACE") or cwd or Path.cwd()
+    return RunnerContext(
+        event_name=source.get("GITHUB_EVENT_NAME", "").strip(),
+        event_path=_path(source, "GITHUB_EVENT_PATH"),
+        repository=source.get("GITHUB_REPOSITORY", "").strip(),
+        workspace=workspace,
+        server_url=source.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/"),
+        api_url=source.get("GITHUB_API_URL", "https://api.github.com").rstrip("/"),
+        run_id=source.get("GITHUB_RUN_ID", "").strip(),
+        run_attempt=source.get("GITHUB_RUN_ATTEMPT", "1").strip(),
+        sha=source.get("GITHUB_SHA", "").strip(),
+        # Never the workspace: whatever lands there could be committed.
+        temp_dir=_path(source, "RUNNER_TEMP") or Path(tempfile.gettempdir()),
+        output_file=_path(source, "GITHUB_OUTPUT"),
+        summary_file=_path(source, "GITHUB_STEP_SUMMARY"),
+        state_file=_path(source, "GITHUB_STATE"),
+    )
