@@ -54,10 +54,10 @@ class HandlerClock:
         class TimedHandler(base):  # type: ignore[valid-type,misc]
             def setup(self) -> None:
                 super().setup()
-                if clock.nodelay:
-                    # Without this, Nagle's algorithm holds each small SSE chunk until the client's
-                    # delayed ACK (~40 ms on Linux loopback): a test-server artefact, not opi's cost.
-                    self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                # With Nagle's algorithm on, each small SSE chunk waits for the client's delayed ACK
+                # (~40 ms on Linux loopback): a test-server artefact, not opi's cost. Off by default
+                # (fake_llm turns it off too); --server-nagle shows the difference.
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(clock.nodelay))
 
             def do_POST(self) -> None:
                 started = time.perf_counter()

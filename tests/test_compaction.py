@@ -176,6 +176,8 @@ def test_a_later_compaction_updates_the_previous_summary(tmp_path: Path) -> None
     agent.run("Read all the files.")
     assert len(prompts) >= 2
     assert "<previous-summary>" not in prompts[0] and "summarized" in prompts[0]
+    # one long agent turn: the cut falls inside it, and the summariser is told so
+    assert "stops in the middle of the assistant's current turn" in prompts[0]
     second = prompts[1]
     assert "<previous-summary>\n## Goal\nsummary number 1\n</previous-summary>" in second
     assert "<read-files>" not in second.split("<previous-summary>")[1]  # lists are ours, re-added each time
@@ -375,3 +377,41 @@ def test_a_bound_smaller_than_the_system_prompt_is_reported(tmp_path: Path) -> N
     assert agent.run("read a.txt").outcome is Outcome.COMPLETED
     warnings = [e.message for e in events if isinstance(e, ev.Warning)]
     assert warnings and "over the 1200-token bound" in warnings[0] and "raise compaction.threshold_tokens" in warnings[0]
+
+
+def test_output_the_model_has_not_read_yet_is_kept_when_it_fits(tmp_path: Path) -> None:
+    # keep_recent_tokens is smaller than one tool result: the result is kept anyway, since it fits the bound
+    agent, model, _, _ = reading_agent(tmp_path, 10, threshold=6_000, keep=200, file_size=8_000)
+    result = agent.run("Read the files.")
+    assert result.outcome is Outcome.COMPLETED and result.compactions >= 3
+    turn_requests = [r for r in model.requests if not is_summary_request(r)]
+    for number, request in enumerate(turn_requests[1:]):
+        last = request.messages[-1]
+        assert isinstance(last, ToolResultMessage) and last.tool_call_id == f"c{number}"
+    assert all(request_tokens(r) <= 6_000 for r in model.requests)
+
+
+def test_a_summary_failing_on_a_later_chunk_still_counts_the_calls_that_were_made(tmp_path: Path) -> None:
+    summary_calls = {"n": 0}
+
+    def respond(request: ModelRequest) -> AssistantMessage | ModelError:
+        if is_summary_request(request):
+            summary_calls["n"] += 1
+            if summary_calls["n"] == 1:
+                return reply("## Goal\nfirst chunk", usage=Usage(input=11, output=1))
+            return BadRequestError("second chunk refused", provider="scripted")
+        return reply("done")
+
+    model = ScriptedModel(respond)
+    session = Session.in_memory(tmp_path)
+    conversation = SessionConversation(session)
+    for i in range(12):  # long user messages: more than one summary chunk under a small bound
+        conversation.append(UserMessage(content=f"note {i}: " + "w" * 6_000))
+        conversation.append(reply(f"ack {i}"))
+    agent = Agent(model, [], ToolContext(workspace=tmp_path), "sys", conversation=conversation,
+                  retry=RetryPolicy(max_retries=0))
+    result = Compactor(CompactionConfig(threshold_tokens=8_000, keep_recent_tokens=500)).compact_agent(agent)
+    assert result is not None and result.fallback and summary_calls["n"] == 2
+    assert "second chunk refused" in str(result.error)
+    assert result.usage.input == 11 and agent.usage.input == 11
+    assert result.entry["usage"]["input"] == 11 and session.totals().usage.input == 11

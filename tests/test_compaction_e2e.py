@@ -20,7 +20,7 @@ from bot.agent.loop import Agent, Limits, Outcome
 from bot.agent.session import Session, SessionConversation
 from bot.llm.anthropic import AnthropicModel
 from bot.llm.base import ModelInfo, ModelRequest, StreamEvent
-from bot.llm.messages import AssistantMessage
+from bot.llm.messages import AssistantMessage, ToolResultMessage
 from bot.llm.retry import RetryPolicy
 from bot.tools.base import ToolContext
 from bot.tools.edit import EditTool
@@ -106,6 +106,12 @@ def test_200_turns_with_large_outputs_stay_bounded_and_resume_exactly(
     assert max(sizes) <= THRESHOLD, f"largest request {max(sizes):.0f} tokens > {THRESHOLD}"
     reported = [m.usage.prompt_tokens for m in _assistants(events)]
     assert max(reported) <= THRESHOLD
+    # ... and compaction never summarised a tool's output before the model had read it
+    turn_requests = [r for r in model.requests if r.tools]
+    for number, request in enumerate(turn_requests[1:], start=1):
+        last = request.messages[-1]
+        assert isinstance(last, ToolResultMessage) and last.tool_call_id == f"toolu_{number:04d}"
+        assert not last.is_error, last.text
 
     # 2. the file resumes to exactly the context the agent last used
     session.close()

@@ -10,7 +10,13 @@ from typing import Any, ClassVar
 import pytest
 from pydantic import BaseModel
 
-from bot.agent.prompt import BASE_PROMPT, NO_TOOLS_NOTE, build_system_prompt, find_context_files
+from bot.agent.prompt import (
+    BASE_PROMPT,
+    NO_TOOLS_NOTE,
+    READ_ONLY_NOTE,
+    build_system_prompt,
+    find_context_files,
+)
 from bot.tools.base import Tool, ToolContext, ToolOutput
 
 
@@ -58,6 +64,8 @@ def test_names_tools_cwd_date_platform(repo: Path) -> None:
 def test_only_enabled_tools_are_named(repo: Path) -> None:
     prompt = build_system_prompt(tools=[FakeRead()], cwd=repo, now=NOW)
     assert "- bash" not in prompt
+    assert READ_ONLY_NOTE in prompt  # without a mutating tool the model is told to describe changes
+    assert READ_ONLY_NOTE not in build_system_prompt(tools=[FakeRead(), FakeBash()], cwd=repo, now=NOW)
     assert NO_TOOLS_NOTE in build_system_prompt(tools=[], cwd=repo, now=NOW)
 
 
@@ -123,3 +131,14 @@ def test_unreadable_context_file_is_skipped(repo: Path) -> None:
     (repo / "CLAUDE.md").write_bytes(b"\xff\xfe not utf-8 \xc3")
     prompt = build_system_prompt(tools=[], cwd=repo, now=NOW)
     assert "not utf-8" in prompt
+
+
+def test_tool_lines_keep_only_the_first_sentence(repo: Path) -> None:
+    class Long(FakeRead):
+        name: ClassVar[str] = "grep"
+        description: ClassVar[str] = ("Search file contents, skipping .gitignore'd files. Output lines are "
+                                      "path:line:text. Results stop at a limit.")
+
+    prompt = build_system_prompt(tools=[Long()], cwd=repo, now=NOW)
+    assert "- grep: Search file contents, skipping .gitignore'd files.\n" in prompt
+    assert "Output lines" not in prompt

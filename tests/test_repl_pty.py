@@ -139,7 +139,8 @@ def test_two_turn_conversation_streams_and_is_saved(fake_llm: FakeLLMServer, ter
                                                     sessions_dir: Path) -> None:
     words = [f"word{i}" for i in range(12)]
     fake_llm.enqueue(Reply(text="Streaming: " + " ".join(words), chunks=6, delay=0.25))
-    fake_llm.enqueue(Reply(text="# Second answer\n\nIt has **bold** text and a list:\n\n- apples\n- pears\n"))
+    fake_llm.enqueue(Reply(thinking="Let me think about fruit.\nApples first.\nThen pears.",
+                           text="# Second answer\n\nIt has **bold** text and a list:\n\n- apples\n- pears\n"))
     term = terminal_factory()
     term.start()
     term.wait_for(r"Enter sends")
@@ -153,6 +154,10 @@ def test_two_turn_conversation_streams_and_is_saved(fake_llm: FakeLLMServer, ter
     assert "Streaming: " + " ".join(words) in screen
     assert "Second answer" in screen and "It has bold text" in screen and "• apples" in screen
     assert "**" not in screen  # rendered as Markdown, not shown raw
+    assert "✻ thinking: Let me think about fruit.  (+2 lines, /thinking to expand)" in screen
+    assert "Then pears." not in screen
+    term.type("/thinking")
+    term.wait_for(r"Then pears\.")
     assert "second question" in texts_sent(fake_llm, 1) and "word11" in texts_sent(fake_llm, 1)
     term.keys("C-d")
     term.wait_for(r"\[opi exited with 0\]")
@@ -160,6 +165,8 @@ def test_two_turn_conversation_streams_and_is_saved(fake_llm: FakeLLMServer, ter
     roles = [m["role"] for m in messages(path)]
     assert roles == ["user", "assistant", "user", "assistant"]
     assert messages(path)[2]["content"] == "second question"
+    history = Path(os.environ["XDG_DATA_HOME"], "opi", "repl-history").read_text()
+    assert "+first question" in history and "+second question" in history  # kept for the next run
 
 
 def test_an_edit_approved_and_one_refused(fake_llm: FakeLLMServer, terminal_factory: Any, workspace: Path,
@@ -244,7 +251,11 @@ def test_typing_while_the_agent_works_queues_a_follow_up(fake_llm: FakeLLMServer
     term = terminal_factory()
     term.start()
     term.wait_for(r"Enter sends")
-    term.type("first")
+    term.type("first line", enter=False)
+    term.keys("M-Enter")  # Alt+Enter: a new line, not sent
+    term.type("second line", enter=False)
+    term.type("\x1b[13;2u", enter=False)  # Shift+Enter as CSI-u terminals (kitty, foot) report it
+    term.type("third line")
     term.wait_for(r"slow answer")
     term.type("and also this")
     term.wait_for(r"queued: and also this")
@@ -252,7 +263,7 @@ def test_typing_while_the_agent_works_queues_a_follow_up(fake_llm: FakeLLMServer
     assert "answer to the follow-up" in screen
     (path,) = session_files(sessions_dir)
     users = [m["content"] for m in messages(path) if m["role"] == "user"]
-    assert users == ["first", "and also this"]
+    assert users == ["first line\nsecond line\nthird line", "and also this"]
 
 
 def test_compact_then_resume_the_session_in_a_new_process(fake_llm: FakeLLMServer, terminal_factory: Any,
@@ -305,9 +316,8 @@ def test_tree_goes_back_and_continues_on_a_new_branch(fake_llm: FakeLLMServer, t
     fake_llm.enqueue("Answer about pears.")
     fake_llm.enqueue("Answer about plums.")
     term = terminal_factory()
-    term.start()
-    term.wait_for(r"Enter sends")
-    term.type("tell me about apples")
+    term.start("'tell me about apples'")  # `opi "first message"` on a terminal opens the REPL with it
+    term.wait_for(r"› tell me about apples")
     term.wait_for_prompt(1)
     term.type("tell me about pears")
     term.wait_for_prompt(2)
@@ -333,10 +343,31 @@ def test_tree_goes_back_and_continues_on_a_new_branch(fake_llm: FakeLLMServer, t
     children = [e for e in stored if e.get("parent_id") == apples_answer["id"] and e["type"] == "message"]
     assert sorted(e["message"]["content"] for e in children) == ["tell me about pears", "tell me about plums"]
     assert by_id[children[0]["id"]]["parent_id"] == apples_answer["id"]
+
+    # Back to before one of my own messages, with a summary of the branch left behind: the message
+    # returns to the editor, and sending it starts a third branch that knows the summary.
+    fake_llm.enqueue("Plums were discussed: they are purple.")
+    fake_llm.enqueue("Pears, once more.")
     term.type("/tree")
     tree = term.wait_for(r"go back to which number", count=2)
     assert "├─" in tree and "└─" in tree  # both branches are drawn
-    term.type("")
+    number = re.findall(r"(\d+)\. ├─ you: tell me about pears", tree)[-1]
+    term.type(number)
+    term.wait_for(r"summarise the 2 messages you leave behind")
+    term.type("y")
+    term.wait_for(r"moved to before you: tell me about pears \(with a summary")
+    term.wait_for(r"your message is back in the editor")
+    term.keys("Enter")  # send it unchanged
+    term.wait_for(r"Pears, once more\.")
+    term.wait_for_prompt(4)
+    request = texts_sent(fake_llm, 4)
+    assert "Plums were discussed: they are purple." in request and "tell me about pears" in request
+    stored = entries(path)
+    assert [e["type"] for e in stored].count("leaf") == 2
+    (summary,) = [e for e in stored if e["type"] == "branch_summary"]
+    assert summary["summary"].startswith("Plums were discussed")
+    pears = [e for e in stored if e["type"] == "message" and e["message"].get("content") == "tell me about pears"]
+    assert len(pears) == 2 and pears[1]["parent_id"] == summary["id"]
 
 
 def test_slash_commands_at_files_and_shell(fake_llm: FakeLLMServer, terminal_factory: Any, workspace: Path,
@@ -369,6 +400,12 @@ def test_slash_commands_at_files_and_shell(fake_llm: FakeLLMServer, terminal_fac
     term.type("/export markdown out.md")
     term.wait_for(r"exported \(markdown\) to")
     assert "the secret word is turnip" in (workspace / "out.md").read_text()
+    term.type("/export pdf out.pdf")
+    term.wait_for(r"usage: /export \[markdown\|json\|pi\] \[path\]")
+    term.type("/tree 99")
+    term.wait_for(r"/tree: 99 is not in the list \(1-2\)")
+    term.type("/resume")
+    term.wait_for(r"no other sessions for ")
     term.type("/model nosuch:model")
     term.wait_for(r"cannot switch to 'nosuch:model'")
     term.type("/model openai:gpt-4.1")
@@ -390,6 +427,12 @@ def test_slash_commands_at_files_and_shell(fake_llm: FakeLLMServer, terminal_fac
     term.wait_for(r"\[opi exited with 0\]")
     kinds = [e["type"] for e in entries(original)]
     assert "session_info" in kinds and "model_change" in kinds
+    # Resuming continues with the model the session switched to.
+    again = terminal_factory()
+    again.start("--resume", original.stem[:8])
+    screen = again.wait_for(r"Enter sends")
+    assert "opi · openai:gpt-4.1 · session" in screen
+    assert "last opi: I read your notes." in screen
 
 
 def test_without_a_terminal_it_falls_back_to_print_mode(fake_llm: FakeLLMServer, workspace: Path,
@@ -421,3 +464,16 @@ def _wait_until_gone(pid: int, timeout: float = WAIT_SECONDS) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"process {pid} still runs after Ctrl+C")
         threading.Event().wait(0.05)
+
+
+def test_a_long_streamed_answer_reaches_the_scrollback_once_and_in_order(fake_llm: FakeLLMServer,
+                                                                          terminal_factory: Any) -> None:
+    lines = [f"Line {i:03d} of a long answer." for i in range(150)]  # three screens
+    fake_llm.enqueue(Reply(text="\n\n".join(lines), chunks=30, delay=0.02))
+    term = terminal_factory()
+    term.start()
+    term.wait_for(r"Enter sends")
+    term.type("write a lot")
+    screen = term.wait_for_prompt(1)
+    shown = [line for line in screen.splitlines() if line.startswith("Line ")]
+    assert shown == lines

@@ -13,7 +13,7 @@ from rich.console import Console
 from bot.agent import events as ev
 from bot.agent.loop import Agent, Outcome
 from bot.cli import slash
-from bot.cli.approval import CANCELLED_REASON, NO_REASON, Approver
+from bot.cli.approval import CANCELLED_REASON, NO_REASON, Approver, parse_answer
 from bot.cli.input import InputError, expand_references, find_references, run_shell
 from bot.cli.render import FooterStats, Renderer, describe_tool_call, format_tokens, tool_result
 from bot.cli.repl import _edit_line
@@ -225,6 +225,7 @@ def test_empty_reason_and_cancel() -> None:
     cancel.set()
     assert Approver(cancel=cancel)(call, tool) == CANCELLED_REASON
     assert Approver(allow_all=True)(call, tool) is None
+    assert [parse_answer(k) for k in ("Y", "n", "a", "\r", "x")] == ["y", "n", "a", None, None]
 
 
 # -- slash commands ------------------------------------------------------------------------------------
@@ -358,3 +359,26 @@ def test_importing_the_repl_does_not_load_rich_or_prompt_toolkit() -> None:
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == "[]"
+
+
+def test_parallel_results_name_their_call_and_errors_end_the_turn_visibly(tmp_path: Path) -> None:
+    from bot.llm.errors import AuthError
+
+    console, out = _console(100)
+    renderer = Renderer(console)
+    first = ToolCall(id="r1", name="read", arguments={"path": "a.py"})
+    second = ToolCall(id="r2", name="read", arguments={"path": "b.py"})
+    renderer.handle(ev.ToolStart(tool_call=first))
+    renderer.handle(ev.ToolStart(tool_call=second))
+    renderer.handle(ev.ToolEnd(tool_call_id="r1", tool_name="read", is_error=False, text="1\n2\n"))
+    renderer.handle(ev.ToolEnd(tool_call_id="r2", tool_name="read", is_error=False, text="3\n"))
+    text = out.getvalue()
+    assert "↳ ● read a.py\n  2 lines" in text
+    assert "↳ ● read b.py" in text
+
+    model = MockModel()
+    model.enqueue(AuthError("invalid x-api-key", provider="anthropic", status=401))
+    agent = Agent(model, [], ToolContext(workspace=tmp_path), "s")
+    agent.subscribe(renderer.handle)
+    assert agent.run("hi").outcome is Outcome.ERROR
+    assert "✗ error: anthropic HTTP 401: invalid x-api-key" in out.getvalue()

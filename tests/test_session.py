@@ -377,3 +377,17 @@ def test_flipped_bytes_never_make_loading_fail(tmp_path: Path) -> None:
         damaged.write_bytes(bytes(copy))
         loaded = Session.load(damaged)  # never raises: the damage is skipped and reported
         assert len(loaded.context()) >= 9 or loaded.warnings
+
+
+def test_invalid_utf8_loses_only_its_line(tmp_path: Path) -> None:
+    session = new_session(tmp_path)
+    for i in range(3):
+        session.append_message(UserMessage(content=f"message {i}"))
+    session.close()
+    path = tmp_path / "s.jsonl"
+    lines = path.read_bytes().split(b"\n")
+    lines[2] = lines[2].replace(b"message 1", b"message \xff")
+    path.write_bytes(b"\n".join(lines))
+    loaded = Session.load(path)
+    assert [m.text for m in loaded.context()] == ["message 0", "message 2"]
+    assert f"{path}: skipped 1 corrupt line(s): 3" in loaded.warnings

@@ -11,7 +11,9 @@ the most recent ~`keep_recent_tokens` are kept verbatim. How the bound is kept, 
 - Cut: walk back from the newest message while the kept tail fits its budget; the tail may start only at
   a user or assistant message, never at a tool result, so a tool call is never separated from its result.
   A single turn too big to keep is split, its prefix summarised with the rest; if even the last message
-  does not fit, nothing is kept and everything is summarised.
+  does not fit, nothing is kept and everything is summarised. The latest assistant message and the tool
+  results the model has not read yet are kept whenever they fit the bound, even past
+  `keep_recent_tokens`: output summarised before the model saw it would only make it ask again.
 - Budget: summary (capped at `summary_max_tokens`) + file lists + kept tail + system prompt and tools fit
   in the threshold with room to spare, so the request after a compaction is always under the bound.
 - The summary request itself respects the bound: the conversation to summarise is serialised to text
@@ -223,6 +225,19 @@ def choose_cut(items: Sequence[ContextItem], budget: int, count: Callable[[Conte
     return cut
 
 
+def _keep_unseen(items: Sequence[ContextItem], cut: int, room: int, count: Callable[[ContextItem], int]) -> int:
+    """Move the cut back to the last assistant message when its tool results (which the model has not
+    read yet) fit in `room`: summarising output before the model ever saw it would make it ask again.
+    Something must remain to summarise, or compaction could not free anything."""
+    last = next((i for i in range(len(items) - 1, -1, -1) if isinstance(items[i].message, AssistantMessage)
+                 and items[i].kind == "message"), None)
+    if last is None or last >= cut:
+        return cut
+    if not any(item.kind != "compaction_summary" for item in items[:last]):
+        return cut
+    return last if sum(count(item) for item in items[last:]) <= room else cut
+
+
 # -- file lists ------------------------------------------------------------------------------------
 
 def file_operations(messages: Iterable[Message], read: set[str], modified: set[str]) -> None:
@@ -327,14 +342,30 @@ def chunk_parts(parts: Sequence[str], budget_tokens: int) -> list[str]:
     return chunks
 
 
-def _summary_prompt(transcript: str, previous: str | None, instructions: str | None) -> str:
+SPLIT_TURN_NOTE = ("\n\nThe conversation above stops in the middle of the assistant's current turn: the rest "
+                   "of that turn is kept verbatim after your summary. Say in In Progress what that turn was doing.")
+
+
+def _summary_prompt(transcript: str, previous: str | None, instructions: str | None,
+                    split_turn: bool = False) -> str:
     text = f"<conversation>\n{transcript}\n</conversation>\n\n"
     if previous:
         text += f"<previous-summary>\n{previous}\n</previous-summary>\n\n"
     text += UPDATE_PROMPT if previous else SUMMARIZE_PROMPT
+    if split_turn:
+        text += SPLIT_TURN_NOTE
     if instructions:
         text += f"\n\nAdditional focus requested by the user: {instructions}"
     return text
+
+
+class SummaryFailed(ModelError):
+    """A summary call failed; carries what the calls before it (other chunks) cost."""
+
+    def __init__(self, message: str, usage: Usage, cost: Cost) -> None:
+        super().__init__(message)
+        self.usage = usage
+        self.cost = cost
 
 
 @dataclass
@@ -346,30 +377,35 @@ class _Summary:
 
 def summarize(model: Model, messages: Sequence[Message], *, previous: str | None, threshold: int,
               max_tokens: int, instructions: str | None = None, retry: RetryPolicy | None = None,
-              cancel: threading.Event | None = None) -> _Summary:
+              cancel: threading.Event | None = None, split_turn: bool = False) -> _Summary:
     """Ask the model for the summary, chunk by chunk so each request fits in `threshold`. Raises
-    ModelError when a call fails or comes back empty."""
+    SummaryFailed when a call fails or comes back empty."""
     usage, cost = Usage(), Cost.zero()
     summary = previous
-    fixed = text_tokens(SUMMARY_SYSTEM_PROMPT) + text_tokens(UPDATE_PROMPT) + text_tokens(instructions or "") + 200
+    fixed = (text_tokens(SUMMARY_SYSTEM_PROMPT) + text_tokens(UPDATE_PROMPT) + text_tokens(SPLIT_TURN_NOTE)
+             + text_tokens(instructions or "") + 200)
     parts = serialize_for_summary(messages) or ["(no messages)"]
-    for transcript in _chunks_within(parts, threshold, fixed, max_tokens, summary):
-        request = ModelRequest(system=SUMMARY_SYSTEM_PROMPT,
-                               messages=[UserMessage(content=_summary_prompt(transcript, summary, instructions))],
+    chunks = _chunks_within(parts, threshold, fixed, max_tokens, summary)
+    for number, transcript in enumerate(chunks, start=1):
+        prompt = _summary_prompt(transcript, summary, instructions, split_turn and number == len(chunks))
+        request = ModelRequest(system=SUMMARY_SYSTEM_PROMPT, messages=[UserMessage(content=prompt)],
                                tools=[], max_output_tokens=max_tokens)
         if cancel is not None:
             request.cancel = cancel
-        reply = complete(model, request, retry or RetryPolicy())
+        try:
+            reply = complete(model, request, retry or RetryPolicy())
+        except ModelError as exc:
+            raise SummaryFailed(str(exc), usage, cost) from exc
         usage, cost = usage + reply.usage, cost + reply.cost
         if reply.stop_reason == "error" or not reply.text.strip():
-            raise ModelError(reply.error_message or "the summary came back empty", provider=reply.provider)
+            raise SummaryFailed(reply.error_message or "the summary came back empty", usage, cost)
         summary = _clip(reply.text.strip(), max_tokens * CHARS_PER_TOKEN)
     assert summary is not None
     return _Summary(summary, usage, cost)
 
 
 def _chunks_within(parts: list[str], threshold: int, fixed: int, max_tokens: int,
-                   previous: str | None) -> Iterable[str]:
+                   previous: str | None) -> list[str]:
     # Every chunk carries the running summary (the previous one, then at most max_tokens) and the prompt
     # around it; 15% is left for the JSON escaping of the transcript on the wire.
     carried = max(max_tokens, text_tokens(previous or ""))
@@ -423,7 +459,8 @@ def compact(conversation: SessionConversation, model: Model, *, config: Compacti
     keep_budget = max(0, min(config.keep_recent_tokens, room // 2))
     if reason == "overflow":
         keep_budget //= 2  # the estimate was wrong once already: keep less
-    cut = choose_cut(items, keep_budget, count)
+    cut = _keep_unseen(items, choose_cut(items, keep_budget, count), room if reason != "overflow" else room // 2,
+                       count)
     to_summarize = [i.message for i in items[:cut] if i.kind != "compaction_summary"]
     if not to_summarize:
         return None
@@ -435,12 +472,14 @@ def compact(conversation: SessionConversation, model: Model, *, config: Compacti
     read_files, modified_files = sorted(read - modified), sorted(modified)
     error: str | None = None
     try:
+        split_turn = cut < len(items) and isinstance(items[cut].message, AssistantMessage)
         result = summarize(model, to_summarize, previous=previous, threshold=threshold,
-                           max_tokens=summary_tokens, instructions=instructions, retry=retry, cancel=cancel)
+                           max_tokens=summary_tokens, instructions=instructions, retry=retry, cancel=cancel,
+                           split_turn=split_turn)
         body, usage, cost = result.text, result.usage, result.cost
-    except ModelError as exc:
+    except SummaryFailed as exc:
         error = str(exc)
-        body, usage, cost = fallback_summary(to_summarize, previous, error, summary_tokens), Usage(), Cost.zero()
+        body, usage, cost = fallback_summary(to_summarize, previous, error, summary_tokens), exc.usage, exc.cost
     summary = body + format_file_lists(read_files, modified_files, lists_chars)
 
     kept = items[cut:]
@@ -520,8 +559,7 @@ class Compactor:
                          overhead=self._overhead(agent), instructions=instructions, retry=agent.retry,
                          cancel=agent.cancel, emit=agent.emit, counter=self.counter)
         if result is not None:
-            agent.usage = agent.usage + result.usage
-            agent.cost = agent.cost + result.cost
+            agent.add_spend(result.usage, result.cost)
             if reason == "manual":
                 agent.compactions += 1  # the loop counts the automatic ones
         return result

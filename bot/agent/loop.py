@@ -129,6 +129,9 @@ class Agent:
         self.subscribers: list[Subscriber] = []
         self.usage = usage or Usage()  # cumulative, restored on resume
         self.cost = cost or Cost.zero()
+        # What this run() spent, apart from what a resumed session had spent before: the cost limit is
+        # per run, so continuing a thread in CI gets a fresh budget rather than an exhausted one.
+        self.run_cost = Cost.zero()
         self.turns = 0
         self.compactions = 0
         self.last_assistant: AssistantMessage | None = None
@@ -142,6 +145,12 @@ class Agent:
     def emit(self, event: ev.Event) -> None:
         for subscriber in self.subscribers:
             subscriber(event)
+
+    def add_spend(self, usage: Usage, cost: Cost) -> None:
+        """Count a model call's usage and cost (assistant turns and compaction summaries alike)."""
+        self.usage = self.usage + usage
+        self.cost = self.cost + cost
+        self.run_cost = self.run_cost + cost
 
     def append(self, message: Message) -> None:
         self.emit(ev.MessageStart(role=message.role))
@@ -238,8 +247,7 @@ class Agent:
             self._record_aborted(partial)
             raise
         self.last_assistant = message
-        self.usage = self.usage + message.usage
-        self.cost = self.cost + message.cost
+        self.add_spend(message.usage, message.cost)
         self.conversation.append(message)
         self.emit(ev.MessageEnd(message=message))
         return message
@@ -298,14 +306,14 @@ class Agent:
         limit = self.limits.max_cost_usd
         if limit is None:
             return
-        if self.cost.total is None:
+        spent = self.run_cost.total
+        if spent is None:
             if self.turns == 1:
                 self.emit(ev.Warning(message=f"the price of {self.model.info.spec} is unknown, so the "
                                              f"${limit:g} cost limit cannot be enforced"))
             return
-        if self.cost.total >= limit:
-            raise LimitReached(Outcome.MAX_COST,
-                               f"spent ${self.cost.total:.4f}, reaching the limit of ${limit:g}")
+        if spent >= limit:
+            raise LimitReached(Outcome.MAX_COST, f"spent ${spent:.4f} in this run, reaching the limit of ${limit:g}")
 
     def _start_deadline_timer(self) -> threading.Timer | None:
         if self._deadline is None:

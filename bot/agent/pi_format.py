@@ -30,7 +30,7 @@ _STOP_TO_PI = {"tool_use": "toolUse"}
 
 # -- pi → opi --------------------------------------------------------------------------------------
 
-def session_from_pi(file: Path, header: dict[str, Any], lines: list[bytes]) -> Session:
+def session_from_pi(file: Path, header: dict[str, Any], lines: list[str]) -> Session:
     session = Session(_header_from_pi(header, str(file)), file, source_format="pi")
     version = header.get("version")
     raw_entries, corrupt = _parse_lines(lines)
@@ -57,7 +57,7 @@ def _header_from_pi(header: dict[str, Any], where: str) -> SessionHeader:
     )
 
 
-def _parse_lines(lines: list[bytes]) -> tuple[list[tuple[int, dict[str, Any]]], list[int]]:
+def _parse_lines(lines: list[str]) -> tuple[list[tuple[int, dict[str, Any]]], list[int]]:
     entries: list[tuple[int, dict[str, Any]]] = []
     corrupt: list[int] = []
     for number, raw in enumerate(lines[1:], start=2):

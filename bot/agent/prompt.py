@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import platform
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,8 @@ Guidelines:
 - Paths are relative to the working directory unless absolute.
 - Finish with a short answer: what you found or changed, and anything left to do."""
 
+READ_ONLY_NOTE = ("You cannot change files or run commands in this session: when a change is needed, "
+                  "describe it precisely (file, location, new code) instead.")
 NO_TOOLS_NOTE = "You have no tools in this session: answer from the conversation alone."
 
 
@@ -76,9 +79,20 @@ def tools_section(tools: Sequence[Tool]) -> str:
         return NO_TOOLS_NOTE
     lines = ["Available tools:"]
     for tool in tools:
-        summary = tool.description.strip().splitlines()[0] if tool.description.strip() else ""
-        lines.append(f"- {tool.name}: {summary}")
+        lines.append(f"- {tool.name}: {first_sentence(tool.description)}")
+    if not any(tool.mutating for tool in tools):
+        lines += ["", READ_ONLY_NOTE]
     return "\n".join(lines)
+
+
+def first_sentence(text: str) -> str:
+    """The model gets each tool's full description with its schema; the prompt only needs the gist."""
+    stripped = text.strip()
+    if not stripped:
+        return ""
+    line = stripped.splitlines()[0]
+    match = re.match(r"(.+?[.!?])(?:\s|$)", line)
+    return match.group(1) if match else line
 
 
 def build_system_prompt(*, tools: Sequence[Tool], cwd: Path, global_dir: Path | None = None,

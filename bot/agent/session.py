@@ -28,13 +28,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, NamedTuple
 
 from pydantic import ValidationError
 
 from bot.llm.messages import (
     MESSAGE_ADAPTER,
-    AssistantMessage,
     Cost,
     Message,
     TextContent,
@@ -137,9 +136,8 @@ class SessionHeader:
         )
 
 
-@dataclass(frozen=True)
-class ContextItem:
-    """One message of the model's context and the entry it comes from.
+class ContextItem(NamedTuple):
+    """One message of the model's context and the entry it comes from (a tuple: a resume makes 100k).
 
     `kind` is "message" for a stored message, or "compaction_summary"/"branch_summary" for a summary
     rendered as a user message. `fresh` is False for messages the latest compaction kept from before it:
@@ -171,6 +169,7 @@ class Session:
         self._index: dict[str, int] = {}
         self._messages: dict[str, Message | None] = {}
         self._file: IO[bytes] | None = None
+        self._initial_items: tuple[str | None, list[ContextItem]] | None = None
 
     # -- creating and opening ---------------------------------------------------------------------
     @classmethod
@@ -197,11 +196,21 @@ class Session:
         return cls.create(None, cwd=cwd, **kwargs)
 
     @classmethod
-    def load(cls, path: str | Path) -> Session:
+    def load(cls, path: str | Path, *, reconstruct: bool = True) -> Session:
         """Read a session file (opi, or pi v1-v3 converted on the fly). Raises SessionError naming the
-        file when it is missing, unreadable or not a session; anything else becomes a warning."""
-        with _gc_paused():
-            return cls._load(Path(path))
+        file when it is missing, unreadable or not a session; anything else becomes a warning.
+        With `reconstruct` the context is rebuilt at once (listings that only need the header, name and
+        totals pass False and skip validating messages)."""
+        file = Path(path)
+        try:
+            big = file.stat().st_size > _BIG_FILE_BYTES
+        except OSError:
+            big = False
+        with _gc_paused(freeze=big):
+            session = cls._load(file)
+            if reconstruct:
+                session._initial_items = (session.tip, session._context_items())
+            return session
 
     @classmethod
     def _load(cls, file: Path) -> Session:
@@ -211,8 +220,8 @@ class Session:
             raise SessionError(f"{file}: no such session file") from None
         except OSError as exc:
             raise SessionError(f"{file}: cannot read the session: {exc.strerror or exc}") from None
-        lines = data.split(b"\n")
-        header_data = _parse_header_line(file, lines[0] if lines else b"")
+        lines = _decode_lines(data)
+        header_data = _parse_header_line(file, lines[0])
         if _is_pi_header(header_data):
             from bot.agent.pi_format import session_from_pi  # lazy: only pi files need the converter
 
@@ -225,10 +234,9 @@ class Session:
         session._load_lines(lines, ends_with_newline=data.endswith(b"\n"))
         return session
 
-    def _load_lines(self, lines: list[bytes], *, ends_with_newline: bool) -> None:
+    def _load_lines(self, texts: list[str], *, ends_with_newline: bool) -> None:
         # The hot loop of a resume (100k lines in well under a second): one decode of the whole file, one
         # raw_decode per line, and the entry checks inlined.
-        texts = _decode_lines(lines)
         decode = _DECODER.raw_decode
         corrupt: list[int] = []
         index, entries = self._index, self.entries
@@ -246,7 +254,8 @@ class Session:
                 if entry is None:
                     if number == last and not ends_with_newline:
                         self.warnings.append(f"{self._where()}: line {number + 1} is a truncated last line "
-                                             f"({len(lines[number])} bytes, probably cut by a crash); ignored")
+                                             f"({len(raw.encode('utf-8', 'surrogateescape'))} bytes, "
+                                             "probably cut by a crash); ignored")
                     else:
                         corrupt.append(number + 1)
                     continue
@@ -408,21 +417,22 @@ class Session:
 
     def _walk_back(self, tip: str | None) -> Iterator[dict[str, Any]]:
         current = tip
+        index_of, entries = self._index, self.entries
         seen: set[str] = set()
         while current is not None and current not in seen:
             seen.add(current)
-            index = self._index.get(current)
+            index = index_of.get(current)
             if index is None:
                 break
-            entry = self.entries[index]
+            entry = entries[index]
             yield entry
             parent = entry.get("parent_id")
-            if isinstance(parent, str) and parent not in self._index:
+            if parent is not None and parent not in index_of:
                 # The parent's line was corrupt: in a linear file it was the line just before.
                 self.warnings.append(f"{self._where()}: entry {current!r} names a missing parent "
                                      f"{parent!r}; continuing with the entry before it in the file")
-                parent = self.entries[index - 1]["id"] if index > 0 else None
-            current = parent if isinstance(parent, str) else None
+                parent = entries[index - 1]["id"] if index > 0 else None
+            current = parent
 
     def message_of(self, entry: dict[str, Any]) -> Message | None:
         """The entry's message, validated once and cached; None (with a warning) when invalid."""
@@ -444,6 +454,9 @@ class Session:
     def context_items(self) -> list[ContextItem]:
         """The model's context for the active branch: the latest compaction's summary, the messages it
         kept (from `first_kept_entry_id`), then everything after it."""
+        initial, self._initial_items = self._initial_items, None
+        if initial is not None and initial[0] == self.tip:
+            return list(initial[1])  # built by load(), nothing appended since
         with _gc_paused():
             return self._context_items()
 
@@ -625,23 +638,24 @@ def read_header(path: Path) -> dict[str, Any] | None:
 # -- helpers ---------------------------------------------------------------------------------------
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
+def _gc_paused(freeze: bool = False) -> Iterator[None]:
     """Building 100k small dicts makes the cyclic GC rescan them over and over (3x the parse time). Parsed
-    JSON holds no reference cycles (reference counting frees it), so the collector is paused while
-    loading, and what exists afterwards is frozen so that re-enabling it does not trigger one full scan
-    of everything just loaded."""
+    JSON holds no reference cycles (reference counting frees it), so the collector is paused meanwhile.
+    With `freeze` (big files) what exists afterwards is moved out of the collector's sight, so that
+    re-enabling it does not start one full scan of everything just loaded (0.4 s at 100k entries)."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if was_enabled:
-            gc.freeze()
+            if freeze:
+                gc.freeze()
             gc.enable()
 
 
-def _parse_header_line(file: Path, line: bytes) -> dict[str, Any]:
-    shown = line[:80].decode("utf-8", "replace")
+def _parse_header_line(file: Path, line: str) -> dict[str, Any]:
+    shown = line[:80]
     if not line.strip():
         raise SessionFormatError(f"{file}: not a session file: it is empty (expected a first line "
                                  '{"type":"session",...})')
@@ -668,13 +682,20 @@ def _is_pi_header(data: dict[str, Any]) -> bool:
 
 
 _DECODER = json.JSONDecoder()
+_BIG_FILE_BYTES = 16 * 1024 * 1024
 
 
-def _decode_lines(lines: list[bytes]) -> list[str]:
+def _decode_lines(data: bytes) -> list[str]:
     try:
-        return b"\n".join(lines).decode("utf-8").split("\n")
-    except UnicodeDecodeError:  # a damaged line: decode line by line so only that one is lost
-        return [line.decode("utf-8", "surrogateescape") for line in lines]
+        return data.decode("utf-8").split("\n")
+    except UnicodeDecodeError:  # damaged bytes: decode line by line so that only those lines are lost
+        lines = []
+        for line in data.split(b"\n"):
+            try:
+                lines.append(line.decode("utf-8"))
+            except UnicodeDecodeError:
+                lines.append("\x00" + line.decode("utf-8", "replace"))  # not JSON: reported as corrupt
+        return lines
 
 
 def _loads_lenient(raw: str) -> Any:
@@ -699,20 +720,24 @@ def _valid_entry(entry: Any) -> bool:
     return True
 
 
-def _number(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+_USAGE_KEYS = ("input", "output", "cache_read", "cache_write")
+_COST_KEYS = ("input", "output", "cache_read", "cache_write", "total")
 
 
 def _add_usage(usage: list[int], cost: list[float | None], raw_usage: Any, raw_cost: Any) -> None:
-    if isinstance(raw_usage, dict):
-        for i, key in enumerate(("input", "output", "cache_read", "cache_write")):
-            usage[i] += _number(raw_usage.get(key))
-    parts = raw_cost if isinstance(raw_cost, dict) else {}
-    for i, key in enumerate(("input", "output", "cache_read", "cache_write", "total")):
-        value = parts.get(key)
+    if type(raw_usage) is dict:
+        for i, key in enumerate(_USAGE_KEYS):
+            value = raw_usage.get(key)
+            if type(value) is int:
+                usage[i] += value
+    parts = raw_cost if type(raw_cost) is dict else {}
+    for i, key in enumerate(_COST_KEYS):
         current = cost[i]
+        if current is None:
+            continue
+        value = parts.get(key)
         # An unknown price makes the sum unknown: it is never the same as 0.
-        cost[i] = None if current is None or not isinstance(value, int | float) else current + value
+        cost[i] = current + value if type(value) is float or type(value) is int else None
 
 
 def _raw_text(content: Any) -> str:
@@ -722,10 +747,3 @@ def _raw_text(content: Any) -> str:
         return "".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
     return ""
 
-
-def messages_in(items: Iterable[ContextItem]) -> list[Message]:
-    return [item.message for item in items]
-
-
-def assistant_messages(items: Iterable[ContextItem]) -> list[AssistantMessage]:
-    return [item.message for item in items if isinstance(item.message, AssistantMessage)]

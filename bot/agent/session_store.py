@@ -118,7 +118,7 @@ def list_sessions(directory: Path, cwd: str | Path | None = None, limit: int | N
     listings = []
     for modified, path, _ in _matching_files(directory, cwd)[:limit]:
         try:
-            session = Session.load(path)
+            session = Session.load(path, reconstruct=False)
         except SessionError:
             continue
         totals = session.totals()

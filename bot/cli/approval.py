@@ -67,10 +67,7 @@ class Approver:
 
 
 def parse_answer(key: str) -> str | None:
-    """Map a key to "y", "n" or "a"; None for anything else (the question stays)."""
+    """Map a key to "y", "n" or "a"; None for anything else, Enter included: the question stays until
+    the user answers deliberately."""
     lowered = key.lower()
-    if lowered in ("y", "n", "a"):
-        return lowered
-    if key in ("\r", "\n"):
-        return None  # Enter alone is not a yes: approval must be deliberate
-    return None
+    return lowered if lowered in ("y", "n", "a") else None

@@ -245,6 +245,7 @@ class _BlockTail:
 
     def __init__(self, owner: Renderer, kind: str, text: str, committed: int, budget: int) -> None:
         self.owner, self.kind, self.text, self.committed, self.budget = owner, kind, text, committed, budget
+        self._cached: tuple[int, list[list[Segment]]] | None = None
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         if self.kind == "thinking" and not self.owner.show_thinking:
@@ -252,7 +253,10 @@ class _BlockTail:
             for line in recent:
                 yield Text("✻ " + _short(line, max(20, options.max_width - 4)), style="dim italic")
             return
-        lines = render_block_lines(console, self.kind, self.text)
+        # Live redraws ~12 times a second; re-parse the Markdown only when the text or width changed.
+        if self._cached is None or self._cached[0] != options.max_width:
+            self._cached = (options.max_width, render_block_lines(console, self.kind, self.text))
+        lines = self._cached[1]
         yield _Lines(lines[self.committed:][-self.budget:])
 
 
@@ -299,6 +303,8 @@ class Renderer:
         self._view: RenderableType = Group()
         self.commit_interval = COMMIT_INTERVAL_SECONDS
         self._abort_shown = False
+        self._tool_calls: dict[str, ToolCall] = {}
+        self._last_tool_line: str | None = None
 
     # -- the live region ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -375,9 +381,18 @@ class Renderer:
                 self._on_assistant_end(event.message)
         elif isinstance(event, ev.ToolStart):
             self._finish_block()
+            self._tool_calls[event.tool_call.id] = event.tool_call
             self.print(tool_call_line(event.tool_call))
+            self._last_tool_line = event.tool_call.id
         elif isinstance(event, ev.ToolEnd):
+            call = self._tool_calls.pop(event.tool_call_id, None)
+            if call is not None and self._last_tool_line != event.tool_call_id:
+                # Parallel calls finish in any order: say which call this result belongs to.
+                header = Text("  ↳ ", style="dim")
+                header.append_text(tool_call_line(call))
+                self.print(header)
             self.print(tool_result(event))
+            self._last_tool_line = None
         elif isinstance(event, ev.Retry):
             self._drop_block()
             self.print(Text(f"↻ retrying in {event.delay_seconds:.1f}s (attempt {event.attempt}): "

@@ -22,11 +22,11 @@ import sys
 import termios
 import threading
 import tty
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot.agent.loop import Agent, Outcome, RunResult
 from bot.llm.messages import AssistantMessage, UserMessage
@@ -34,11 +34,14 @@ from bot.llm.messages import AssistantMessage, UserMessage
 if TYPE_CHECKING:
     from prompt_toolkit import PromptSession
     from rich.console import Console
+    from rich.text import Text
 
     from bot.agent.config import Settings
     from bot.agent.runtime import SessionHandle
     from bot.cli.approval import ApprovalRequest, Approver
     from bot.cli.render import Renderer
+
+T = TypeVar("T")
 
 EXIT_OK, EXIT_FAILURE, EXIT_INTERRUPTED = 0, 1, 130
 KEY_POLL_SECONDS = 0.05
@@ -67,7 +70,7 @@ def run_repl(args: argparse.Namespace, initial_message: str | None = None) -> in
         settings = load_settings(cwd, flags=settings_flags(args),
                                  config_path=Path(args.config) if args.config else None)
         handle = open_session(settings, cwd, resume=args.resume, continue_=args.continue_, fork=args.fork)
-        repl = Repl(settings, cwd, handle, console)
+        repl = Repl(settings, cwd, handle, console, explicit_model=args.model is not None)
     except (SettingsError, ModelError, ValueError, LookupError, OSError) as exc:
         print(f"opi: {exc}", file=sys.stderr)
         return error_exit_code(exc) if not isinstance(exc, ValueError | LookupError) else 2
@@ -85,19 +88,22 @@ class TurnInput:
 
 
 class Repl:
-    def __init__(self, settings: Settings, cwd: Path, handle: SessionHandle, console: Console) -> None:
+    def __init__(self, settings: Settings, cwd: Path, handle: SessionHandle, console: Console, *,
+                 explicit_model: bool = False) -> None:
         from bot.cli import slash
         from bot.cli.approval import Approver
         from bot.cli.input import make_session
         from bot.cli.render import Renderer
 
         self.settings = settings
+        self.base_settings = settings  # before a resumed session's model or /model changed it
         self.cwd = cwd
         self.handle = handle
         self.console = console
         self.renderer: Renderer = Renderer(console)
         self.approver: Approver = Approver(allow_all=settings.allow_mutating)
-        self.agent: Agent = self._build_agent()
+        self.notes: list[str] = [str(w) for w in getattr(handle, "warnings", [])]
+        self.agent: Agent = self._build_agent(None if explicit_model else self._recorded_model())
         self.prompt: PromptSession[str] = make_session(slash.completions(), cwd)
         self.queued: list[str] = []
         self.pending_context: list[str] = []  # !command output waiting for the next message
@@ -113,6 +119,29 @@ class Repl:
         agent.subscribe(self.renderer.handle)
         self.approver.cancel = agent.cancel
         return agent
+
+    def _recorded_model(self) -> Any:
+        """A resumed session continues with the model it last used (a /model switch included), unless
+        --model says otherwise; when that model is not available here, the configured one is used."""
+        from bot.agent.runtime import resolve_settings_model
+        from bot.llm.errors import ModelError
+
+        session = self.handle.session
+        current = session.current_model() if session is not None and session.entries else None
+        if not current or not all(current) or current[0] in ("mock", "replay"):
+            return None
+        spec = f"{current[0]}:{current[1]}"
+        if spec == self.settings.model:
+            return None
+        candidate = self.settings.model_copy(update={"model": spec})
+        try:
+            model = resolve_settings_model(candidate, os.environ)
+        except (ModelError, ValueError) as exc:
+            self.notes.append(f"the session used {spec}, which is not available here ({exc}); "
+                              f"continuing with {self.settings.model}")
+            return None
+        self.settings = candidate
+        return model
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self, initial_message: str | None = None) -> int:
@@ -132,8 +161,11 @@ class Repl:
                         break
                     text = read
                 # Keys typed while a command runs stay in the terminal's queue for the next prompt.
-                with _cbreak_stdin():
-                    self.handle_input(text)
+                try:
+                    with _cbreak_stdin():
+                        self.handle_input(text)
+                except KeyboardInterrupt:  # Ctrl+C in a slash command: stop it, keep the REPL
+                    self.console.print("interrupted", style="yellow")
         except _ExitRepl as exit_:
             self._goodbye()
             return exit_.code
@@ -146,9 +178,12 @@ class Repl:
         info = self.agent.model.info
         session = f" · session {self.handle.path}" if self.handle.path else " · no session file"
         self.console.print(Text(f"opi · {info.spec}{session}", style="bold"), soft_wrap=True)
-        resumed = [m for m in self.agent.conversation.context() if isinstance(m, UserMessage)]
-        if resumed:
-            self.console.print(Text(f"resumed: {len(resumed)} earlier messages", style="dim"))
+        for note in self.notes:
+            self.console.print(Text(f"! {note}", style="yellow"), soft_wrap=True)
+        if self.agent.conversation.context():
+            from bot.cli.slash import show_recent
+
+            show_recent(self)
         self.console.print(Text("Enter sends · Alt+Enter new line · /help · Ctrl+D quits", style="dim"))
 
     def _goodbye(self) -> None:
@@ -262,6 +297,8 @@ class Repl:
             self.console.print(Text("queued messages moved back to the editor", style="dim"))
             return
         self.queued.extend(state.queued)
+        for text in state.queued:
+            self.prompt.history.append_string(text)  # queued messages are history like typed ones
         if state.buffer:
             self.draft = state.buffer
 
@@ -317,7 +354,7 @@ class Repl:
         state.buffer = _edit_line(state.buffer, keys, on_enter=lambda line: state.queued.append(line))
         self._show_status(state)
 
-    def _show_status(self, state: TurnInput, question: list[Any] | None = None) -> None:
+    def _show_status(self, state: TurnInput, question: list[Text] | None = None) -> None:
         from bot.cli.render import iter_status
 
         lines = list(question or [])
@@ -355,8 +392,10 @@ class Repl:
         if rest:
             self._type_while_busy(rest, state)  # typed after the answer: a follow-up, not lost
 
-    def _approval_key(self, request: ApprovalRequest, state: TurnInput, key: str, question: Any) -> bool:
+    def _approval_key(self, request: ApprovalRequest, state: TurnInput, key: str, question: Text) -> bool:
         from rich.text import Text
+
+        from bot.cli.approval import parse_answer
 
         if state.reason is not None:
             if key in "\r\n":
@@ -369,7 +408,7 @@ class Repl:
             line.append("▏", style="dim")
             self._show_status(state, [question, line])
             return False
-        answer = key.lower()
+        answer = parse_answer(key)
         if answer == "y":
             request.allow()
             return True
@@ -452,19 +491,25 @@ class Repl:
     # -- used by the session commands in bot.cli.slash ---------------------------------------------
     def switch_session(self, handle: SessionHandle) -> None:
         """Continue in another session (new, resumed, forked): same settings, fresh agent."""
+        from rich.text import Text
+
         old = self.handle.session
         if old is not None and hasattr(old, "close"):
             old.close()  # everything is already on disk; this only releases the file
         self.handle = handle
-        self.agent = self._build_agent()
+        self.settings = self.base_settings
+        notes = len(self.notes)
+        self.agent = self._build_agent(self._recorded_model())
         self.pending_context = []
+        for note in self.notes[notes:]:
+            self.console.print(Text(f"! {note}", style="yellow"), soft_wrap=True)
 
     def rebuild_agent(self, model: Any) -> None:
         """A new agent on the same session (after /model): totals so far carry over."""
         self.handle.usage, self.handle.cost = self.agent.usage, self.agent.cost
         self.agent = self._build_agent(model)
 
-    def run_job(self, job: Any) -> Any:
+    def run_job(self, job: Callable[[], T]) -> T | None:
         """Run `job()` in a worker with the live region up and Ctrl+C setting the agent's cancel event
         (used for /compact and branch summaries, which call the model)."""
         from rich.text import Text
@@ -491,7 +536,8 @@ class Repl:
         if error is not None:
             self.console.print(Text(f"✗ {error}", style="red"))
             return None
-        return outcome.get("value")
+        value: T | None = outcome.get("value")
+        return value
 
     def context_used(self) -> int:
         tokens = getattr(self.agent.compactor, "context_tokens", None)
@@ -548,7 +594,7 @@ def _read_keys(fd: int | None, decoder: codecs.IncrementalDecoder, timeout: floa
     return decoder.decode(data)
 
 
-def _edit_line(buffer: str, keys: str, *, on_enter: Any) -> str:
+def _edit_line(buffer: str, keys: str, *, on_enter: Callable[[str], object]) -> str:
     """A minimal line editor for typing while the agent works: printable keys, Backspace, Ctrl+U,
     Enter (queues the line), Alt+Enter (newline). Other escape sequences (arrows) are ignored."""
     i = 0

@@ -60,7 +60,7 @@ COMMANDS: tuple[Command, ...] = (
             _no_args(lambda h: fork_session(h), "fork")),
     Command("tree", "/tree [number]", "show the branches; go back to an earlier message",
             lambda h, a: tree(h, a)),
-    Command("export", "/export [markdown|json|pi] [path]", "write the session to a file",
+    Command("export", "/export [markdown|json|pi] [path|-]", "write the session to a file (- shows it)",
             lambda h, a: export_session(h, a)),
     Command("thinking", "/thinking", "show the last thinking in full; toggle showing thinking",
             _no_args(lambda h: h.toggle_thinking(), "thinking")),
@@ -147,7 +147,7 @@ def change_model(host: Repl, spec: str | None) -> None:
         model = resolve_settings_model(settings, os.environ)
     except (ModelError, ValueError) as exc:
         raise SlashError(f"cannot switch to {spec!r}: {exc}") from None
-    host.settings = settings
+    host.settings = host.base_settings = settings  # /new keeps the chosen model too
     session = host.handle.session
     if session is not None:
         session.append_model_change(model.info.provider, model.info.id)
@@ -265,13 +265,17 @@ def export_session(host: Repl, args: str | None) -> None:
         words.pop(0)
     if len(words) > 1:
         raise SlashError("usage: /export [markdown|json|pi] [path]")
-    output = Path(words[0]).expanduser() if words else host.cwd / f"session-{session.header.id[:8]}{EXPORT_SUFFIXES[fmt]}"
-    if not output.is_absolute():
-        output = host.cwd / output
+    to_screen = words == ["-"]
+    default_name = f"session-{session.header.id[:8]}{EXPORT_SUFFIXES[fmt]}"
+    output = host.cwd / Path(words[0] if words else default_name).expanduser()  # absolute paths stay
     out, err = io.StringIO(), io.StringIO()
-    code = export_command(str(host.handle.path), format=fmt, output=output, out=out, err=err)
+    code = export_command(str(host.handle.path), format=fmt, output="-" if to_screen else output,
+                          out=out, err=err)
     if code != 0:
         raise SlashError(err.getvalue().strip().removeprefix("opi: ") or f"export failed (exit {code})")
+    if to_screen:
+        host.console.print(out.getvalue(), markup=False, highlight=False, end="")
+        return
     _say(host, f"exported ({fmt}) to {output}", "green")
 
 
@@ -306,7 +310,7 @@ def resume_session(host: Repl, target: str | None) -> None:
         raise SlashError(f"cannot resume {target!r}: {exc}") from None
     host.switch_session(handle)
     _say(host, f"resumed {handle.path}", "green")
-    _show_recent(host)
+    show_recent(host)
 
 
 def _print_listings(host: Repl, listings: list[Any]) -> None:
@@ -330,14 +334,14 @@ def _listing_path(listings: list[Any], target: str) -> Path | None:
     return None  # an id prefix or a path, resolved by open_session
 
 
-def _show_recent(host: Repl) -> None:
+def show_recent(host: Repl) -> None:
     """The last exchange of a resumed session, so the user sees where it stands."""
     from bot.llm.messages import AssistantMessage, UserMessage
 
     messages = host.agent.conversation.context()
     user = next((m for m in reversed(messages) if isinstance(m, UserMessage)), None)
     answer = next((m for m in reversed(messages) if isinstance(m, AssistantMessage) and m.text.strip()), None)
-    _say(host, f"{len(messages)} messages in the context", "dim")
+    _say(host, f"resumed: {len(messages)} messages in the context", "dim")
     if user is not None:
         _say(host, "last you: " + _one_line(user.text, 100), "dim")
     if answer is not None:
