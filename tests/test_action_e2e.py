@@ -535,3 +535,19 @@ def test_push_failure_still_reports_answer_diff_and_cost(runner: Runner) -> None
     body = runner.comment_bodies()[0]
     assert "delivering its work failed" in body and "protected branch" in body
     assert "+    return a + b" in body and "Fixed `add`" in body and "| Turns | 2 |" in body
+
+
+def test_a_tool_cannot_read_secrets_from_its_parents_initial_environment(runner: Runner) -> None:
+    # /proc/$PPID/environ is the action process's environment as it was exec'd: scrubbing what tools get
+    # does not change it, so the action re-executes itself without the secrets before any tool runs.
+    runner.github.add_pull(7, head_ref="feature", repo=REPO)
+    probe = ("call_proc", "bash", {"command": "tr '\\0' '\\n' < /proc/$PPID/environ"})
+    runner.llm.enqueue_many(_fix_script([probe], answer="Looked around."))
+    proc = runner.run(runner.env("issue_comment", payloads.issue_comment("/opi fix", on_pull=True, number=7)))
+    assert proc.returncode == 0, proc.stderr
+    tool_result = json.dumps(runner.llm.requests[1].body)
+    assert "GITHUB_REPOSITORY=" in tool_result  # the probe really read the parent's environment
+    for name in ("INPUT_GITHUB_TOKEN", "INPUT_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY", "ACTIONS_RUNTIME_TOKEN"):
+        assert f"{name}=" not in tool_result
+    assert "***" not in tool_result  # nothing needed redacting: the values were never there
+    _assert_no_secrets(tool_result)

@@ -25,6 +25,7 @@ from bot.action.github_api import GitHubError
 from bot.action.gitops import Changes, GitError, Identity, PushRejected, Repo, coauthor_trailer
 from bot.action.inputs import ActionInputs, InputError, RunnerContext, read_context, read_inputs
 from bot.action.redact import Redactor
+from bot.action.secret_env import reexec_without_secrets, restore_secrets
 from bot.action.workflow import RunState, append_summary, publish_state_path, state_path, write_output
 
 if TYPE_CHECKING:
@@ -55,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_action(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    if not restore_secrets() and os.environ.get("GITHUB_ACTIONS") == "true" and not args.post:
+        reexec_without_secrets(argv)  # in CI only: it replaces this process, and a test's with it
     redact = Redactor.from_env()
     if args.post:
         from bot.action.post import run_post
