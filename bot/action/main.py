@@ -258,7 +258,7 @@ class ActionRun:
     def _plan(self, task: Task) -> BranchPlan:
         mode = self.inputs.mode
         if self.dry_run:
-            return BranchPlan(checkout="current", branch="", patch_only_reason="dry run: nothing is pushed")
+            return BranchPlan(checkout="current", branch="", patch_only_reason="Dry run: nothing is pushed.")
         if task.on_pull_request:
             pull = task.pull or self._require_github().get_pull(task.number or 0)
             if pull.is_fork:

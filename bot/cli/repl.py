@@ -259,28 +259,10 @@ class Repl:
     def run_turn(self, message: UserMessage) -> RunResult | None:
         from rich.text import Text
 
-        outcome: dict[str, RunResult | BaseException] = {}
-
-        def work() -> None:
-            try:
-                outcome["result"] = self.agent.run(message)
-            except BaseException as exc:
-                outcome["error"] = exc
-
-        worker = threading.Thread(target=work, name="opi-agent", daemon=True)
-        state = TurnInput()
-        self.renderer.start()
-        try:
-            worker.start()
-            self._supervise(worker, state)
-        finally:
-            self.renderer.stop()
-        self._after_turn(state)
-        error = outcome.get("error")
-        if isinstance(error, BaseException):
+        result, error = self._run_in_worker(lambda: self.agent.run(message), "opi-agent")
+        if error is not None:
             self.console.print(Text(f"✗ internal error: {error!r}", style="bold red"))
             return None
-        result = outcome.get("result")
         assert isinstance(result, RunResult)
         if result.outcome is Outcome.ABORTED:
             self.console.print(Text("turn aborted; the partial answer is saved in the session", style="yellow"))
@@ -514,6 +496,16 @@ class Repl:
         (used for /compact and branch summaries, which call the model)."""
         from rich.text import Text
 
+        self.agent.cancel.clear()
+        value, error = self._run_in_worker(job, "opi-job")
+        if error is not None:
+            self.console.print(Text(f"✗ {error}", style="red"))
+            return None
+        return value
+
+    def _run_in_worker(self, job: Callable[[], T], name: str) -> tuple[T | None, BaseException | None]:
+        """Run `job()` on a worker thread while this thread supervises the keyboard (Ctrl+C sets the
+        agent's cancel event; typing queues a follow-up), so the terminal stays responsive."""
         outcome: dict[str, Any] = {}
 
         def work() -> None:
@@ -522,8 +514,7 @@ class Repl:
             except BaseException as exc:
                 outcome["error"] = exc
 
-        self.agent.cancel.clear()
-        worker = threading.Thread(target=work, name="opi-job", daemon=True)
+        worker = threading.Thread(target=work, name=name, daemon=True)
         state = TurnInput()
         self.renderer.start()
         try:
@@ -532,12 +523,7 @@ class Repl:
         finally:
             self.renderer.stop()
         self._after_turn(state)
-        error = outcome.get("error")
-        if error is not None:
-            self.console.print(Text(f"✗ {error}", style="red"))
-            return None
-        value: T | None = outcome.get("value")
-        return value
+        return outcome.get("value"), outcome.get("error")
 
     def context_used(self) -> int:
         tokens = getattr(self.agent.compactor, "context_tokens", None)
