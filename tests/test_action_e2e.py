@@ -398,7 +398,7 @@ def test_dry_run_prints_the_comment_without_github(tmp_path: Path, fake_llm: Fak
                           cwd=workspace, env=env, capture_output=True, text=True, timeout=90, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(BOT_MARKER)
-    assert "+    return a + b" in proc.stdout and "dry run" in proc.stdout and "| Turns | 2 |" in proc.stdout
+    assert "+    return a + b" in proc.stdout and "Dry run: nothing is pushed." in proc.stdout and "| Turns | 2 |" in proc.stdout
     assert (workspace / "app.py").read_text(encoding="utf-8") == FIXED_APP
     assert git(workspace, "status", "--porcelain") == "M app.py"  # the user's index untouched
     _assert_no_secrets(proc.stdout)
