@@ -322,6 +322,7 @@ def test_missing_api_key_exits_2(fake_llm: FakeLLMServer, workspace: Path, tmp_p
     run = opi(["-p", "hi"], cwd=workspace, env=env)
     assert run.code == 2
     assert "ANTHROPIC_API_KEY" in run.stderr
+    assert not list((tmp_path / "sessions").glob("*.jsonl"))  # a run that never started leaves no file
 
 
 @pytest.mark.parametrize("args", [["--max-turns", "0"], ["--thinking", "extreme"], ["--max-cost", "free"],

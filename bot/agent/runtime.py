@@ -44,6 +44,15 @@ class SessionHandle:
         if self.session is not None:
             self.session.close()
 
+    def discard_if_unused(self) -> None:
+        """Close, and delete the file of a session this run created but never wrote an entry to (setup
+        failed after it was opened: a missing key, an unknown tool), so listings show no empty runs."""
+        self.close()
+        if self.resumed or self.session is None or self.session.entries or self.path is None:
+            return
+        self.path.unlink(missing_ok=True)
+        self.path = None
+
 
 def endpoint_key_env_names(settings: Settings) -> tuple[str, ...]:
     names = (getattr(endpoint, "api_key_env", None) for endpoint in settings.endpoints.values())

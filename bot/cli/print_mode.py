@@ -215,7 +215,7 @@ def run_print(options: PrintOptions, *, out: TextIO | None = None, err: TextIO |
         agent = build_agent(settings, options.cwd, session=handle)
     except SETUP_ERRORS as exc:
         if handle is not None:
-            handle.close()
+            handle.discard_if_unused()
         return _setup_failed(exc, options, out, err, handle)
     for warning in handle.warnings:
         print(f"opi: warning: {warning}", file=err)

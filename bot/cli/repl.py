@@ -66,12 +66,15 @@ def run_repl(args: argparse.Namespace, initial_message: str | None = None) -> in
 
     console = Console(highlight=False)
     cwd = Path.cwd()
+    handle: SessionHandle | None = None
     try:
         settings = load_settings(cwd, flags=settings_flags(args),
                                  config_path=Path(args.config) if args.config else None)
         handle = open_session(settings, cwd, resume=args.resume, continue_=args.continue_, fork=args.fork)
         repl = Repl(settings, cwd, handle, console, explicit_model=args.model is not None)
     except (SettingsError, ModelError, ValueError, LookupError, OSError) as exc:
+        if handle is not None:
+            handle.discard_if_unused()
         print(f"opi: {exc}", file=sys.stderr)
         return error_exit_code(exc) if not isinstance(exc, ValueError | LookupError) else 2
     return repl.run(initial_message)
