@@ -148,3 +148,39 @@ def test_run_action_without_an_event_is_a_usage_error(tmp_path: Path, monkeypatc
     assert "GITHUB_EVENT_PATH is not set (use --event PATH with --dry-run)" in capsys.readouterr().err
     assert run_action(["--dry-run", "--event", str(tmp_path / "nope.json")]) == 2
     assert "cannot read the event file" in capsys.readouterr().err
+
+
+def test_runner_temp_is_used_when_it_exists_in_the_container(tmp_path: Path) -> None:
+    from bot.action.inputs import runner_temp_dir
+
+    temp, home = tmp_path / "runner_temp", tmp_path / "home"
+    temp.mkdir()
+    home.mkdir()
+    assert runner_temp_dir({"RUNNER_TEMP": str(temp)}, container_home=home) == temp
+
+
+def test_an_unmounted_runner_temp_falls_back_to_the_job_long_container_home(tmp_path: Path) -> None:
+    # Older runners pass the host's RUNNER_TEMP into a container action without mounting it: writing
+    # there would lose the session and the post step's state when the container exits.
+    from bot.action.inputs import runner_temp_dir
+
+    home = tmp_path / "home"
+    home.mkdir()
+    chosen = runner_temp_dir({"RUNNER_TEMP": "/home/runner/work/_temp"}, container_home=home)
+    assert chosen == home / ".opi-temp" and chosen.is_dir()
+
+
+def test_outside_a_container_the_named_runner_temp_is_kept(tmp_path: Path) -> None:
+    from bot.action.inputs import runner_temp_dir
+
+    named = tmp_path / "not-yet"
+    assert runner_temp_dir({"RUNNER_TEMP": str(named)}, container_home=tmp_path / "absent") == named
+
+
+def test_container_paths_map_to_the_hosts_runner_temp() -> None:
+    from bot.action.inputs import host_relative_path
+
+    assert host_relative_path(Path("/github/runner_temp/opi-sessions/a.jsonl")) == "opi-sessions/a.jsonl"
+    assert host_relative_path(Path("/github/home/.opi-temp/opi-sessions/a.jsonl")) == \
+        "_github_home/.opi-temp/opi-sessions/a.jsonl"
+    assert host_relative_path(Path("/home/runner/work/_temp/opi-sessions/a.jsonl")) == ""

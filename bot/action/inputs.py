@@ -146,6 +146,39 @@ def _path(env: Mapping[str, str], name: str) -> Path | None:
     return Path(value) if value else None
 
 
+# In a container action the runner mounts its temp dir at /github/runner_temp, but only on runners that
+# have that mapping; on others RUNNER_TEMP names a host path that does not exist in here, and anything
+# written there dies with the container (the post step could not find its state). /github/home is
+# mounted on every runner and lives for the whole job.
+CONTAINER_HOME = Path("/github/home")
+
+
+def runner_temp_dir(env: Mapping[str, str], container_home: Path = CONTAINER_HOME) -> Path:
+    """Where sessions, patches and run state go. Never the workspace: whatever lands there could be
+    committed."""
+    runner_temp = _path(env, "RUNNER_TEMP")
+    if runner_temp is not None and runner_temp.is_dir():
+        return runner_temp
+    if container_home.is_dir():
+        fallback = container_home / ".opi-temp"
+        fallback.mkdir(exist_ok=True)
+        return fallback
+    return runner_temp or Path(tempfile.gettempdir())
+
+
+# Where the runner's own temp dir appears inside a container action, relative to `runner.temp` on the host.
+_CONTAINER_MOUNTS = ((Path("/github/runner_temp"), ""), (CONTAINER_HOME, "_github_home"))
+
+
+def host_relative_path(path: Path) -> str:
+    """`path` relative to the host's `runner.temp`, for a later workflow step (which runs on the host and
+    cannot see container paths); empty outside a container action, where `path` itself is usable."""
+    for mount, host_prefix in _CONTAINER_MOUNTS:
+        if path.is_relative_to(mount):
+            return str(Path(host_prefix) / path.relative_to(mount)) if host_prefix else str(path.relative_to(mount))
+    return ""
+
+
 def read_context(env: Mapping[str, str] | None = None, *, cwd: Path | None = None) -> RunnerContext:
     source = os.environ if env is None else env
     workspace = _path(source, "GITHUB_WORKSPACE") or cwd or Path.cwd()
@@ -159,8 +192,7 @@ def read_context(env: Mapping[str, str] | None = None, *, cwd: Path | None = Non
         run_id=source.get("GITHUB_RUN_ID", "").strip(),
         run_attempt=source.get("GITHUB_RUN_ATTEMPT", "1").strip(),
         sha=source.get("GITHUB_SHA", "").strip(),
-        # Never the workspace: whatever lands there could be committed.
-        temp_dir=_path(source, "RUNNER_TEMP") or Path(tempfile.gettempdir()),
+        temp_dir=runner_temp_dir(source),
         output_file=_path(source, "GITHUB_OUTPUT"),
         summary_file=_path(source, "GITHUB_STEP_SUMMARY"),
         state_file=_path(source, "GITHUB_STATE"),

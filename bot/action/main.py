@@ -23,7 +23,14 @@ from bot.action import comment as render
 from bot.action.events import EventError, Ignored, Task, load_event, route
 from bot.action.github_api import GitHubError
 from bot.action.gitops import Changes, GitError, Identity, PushRejected, Repo, coauthor_trailer
-from bot.action.inputs import ActionInputs, InputError, RunnerContext, read_context, read_inputs
+from bot.action.inputs import (
+    ActionInputs,
+    InputError,
+    RunnerContext,
+    host_relative_path,
+    read_context,
+    read_inputs,
+)
 from bot.action.redact import Redactor
 from bot.action.secret_env import reexec_without_secrets, restore_secrets
 from bot.action.workflow import RunState, append_summary, publish_state_path, state_path, write_output
@@ -37,8 +44,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
-OUTPUT_NAMES = ("conclusion", "session_path", "artifact_url", "cost_usd", "turns", "branch", "commit_sha",
-                "pr_url")
+OUTPUT_NAMES = ("conclusion", "session_path", "session_relpath", "artifact_url", "cost_usd", "turns", "branch",
+                "commit_sha", "pr_url")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -501,6 +508,8 @@ class ActionRun:
         values = {
             "conclusion": report.status,
             "session_path": str(agent_run.session_path) if agent_run and agent_run.session_path else "",
+            "session_relpath": host_relative_path(agent_run.session_path)
+            if agent_run and agent_run.session_path else "",
             "artifact_url": self._artifact_url(),
             "cost_usd": "" if costs is None or costs.cost.total is None else f"{costs.cost.total:.6f}",
             "turns": str(costs.turns) if costs else "0",

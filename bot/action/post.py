@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from bot.action.comment import Report, render_report
-from bot.action.inputs import read_context, read_inputs
+from bot.action.inputs import host_relative_path, read_context, read_inputs
 from bot.action.redact import Redactor
 from bot.action.workflow import STATE_KEY, RunState, state_path, write_output
 
@@ -48,6 +48,7 @@ def run_post(redact: Redactor) -> int:
     if session is not None and session.exists():
         redact.file_jsonl(session)
         write_output(context.output_file, "session_path", str(session), redact)
+        write_output(context.output_file, "session_relpath", host_relative_path(session), redact)
         session_note = _publish_session(session, state.number, context.output_file, redact)
     write_output(context.output_file, "conclusion", "cancelled", redact)
     if state.tracking_comment_id is None or not state.repo:
