@@ -21,6 +21,13 @@ if [ "$(id -u)" = "0" ] && [ "$owner_uid" != "0" ] && command -v setpriv >/dev/n
   exec setpriv --reuid="$owner_uid" --regid="$owner_gid" --clear-groups opi "$@"
 fi
 
+if [ "$(id -u)" != "0" ] || [ "$owner_uid" = "0" ]; then
+  # Nothing to hand back afterwards, so exec: no shell stays behind (as PID 1) holding the inputs,
+  # API keys included, in an environment a tool could read from /proc.
+  exec opi "$@"
+fi
+
+# Root without setpriv, workspace owned by someone else: run, then hand the files back.
 status=0
 opi "$@" || status=$?
 if [ "$(id -u)" = "0" ] && [ "$owner_uid" != "0" ]; then
