@@ -217,6 +217,9 @@ def test_a_follow_up_comment_continues_the_thread_session(tmp_path: Path, fake_l
         assert out1["artifact_url"] == f"https://github.com/{REPO}/actions/runs/5001/artifacts/{uploaded.id}"
         with zipfile.ZipFile(io.BytesIO(uploaded.data)) as archive:
             assert archive.read(archive.namelist()[0]) == first_session.read_bytes()
+            # The run's patch travels with the session, so the work survives wherever the comment cannot.
+            assert archive.namelist()[1:] == ["opi-7-5001.patch"]
+            assert "+colour: blue" in archive.read("opi-7-5001.patch").decode()
         first_comment = [c["body"] for c in github.comments.values()][-1]
         assert f"opi pull {out1['artifact_url']}\nopi --resume {first_id}" in first_comment
 

@@ -30,7 +30,7 @@ import json
 import random
 import time
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -74,11 +74,14 @@ def thread_prefix(number: int) -> str:
     return f"{ARTIFACT_PREFIX}{number}-"
 
 
-def zip_session(path: Path) -> bytes:
-    """A zip holding the JSONL under its own name (what `gh run download` unpacks)."""
+def zip_session(path: Path, extras: Sequence[Path] = ()) -> bytes:
+    """A zip holding the JSONL under its own name (what `gh run download` unpacks), plus `extras` such
+    as the run's patch, each under its own name."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.write(path, arcname=path.name)
+        for extra in extras:
+            archive.write(extra, arcname=extra.name)
     return buffer.getvalue()
 
 
@@ -311,7 +314,7 @@ def _with_query(url: str, query: str) -> str:
 
 
 def upload_session(path: Path, name: str, env: Mapping[str, str], *, backoff: Backoff | None = None,
-                   log: Log | None = None) -> UploadResult | None:
+                   log: Log | None = None, extras: Sequence[Path] = ()) -> UploadResult | None:
     """Upload the session at `path` as artifact `name`. Returns None when the runtime variables are
     absent (the workflow then uploads `session_path` itself), and never raises: a failure is reported in
     the result while the local file stays where it is."""
@@ -319,7 +322,7 @@ def upload_session(path: Path, name: str, env: Mapping[str, str], *, backoff: Ba
     if not token or not results_url:
         return None
     try:
-        data = zip_session(path)
+        data = zip_session(path, extras)
     except OSError as exc:
         return UploadResult(name, ok=False, error=f"cannot read the session file {path}: {exc}")
     try:

@@ -18,7 +18,7 @@ The action calls, in order:
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,12 +116,13 @@ class Published:
 
 
 def publish_session(path: Path, session_id: str, env: Mapping[str, str], *, number: int | None,
-                    log: Log | None = None, backoff: Backoff | None = None) -> Published:
+                    log: Log | None = None, backoff: Backoff | None = None,
+                    extras: Sequence[Path] = ()) -> Published:
     """Upload the session as `opi-session-<number>-<run id>` (when the runtime variables are there) and
     render where it is and how to resume it. Never raises; the local file is left in place."""
     run_id = env.get("GITHUB_RUN_ID") or "local"
     name = session_artifact_name(number, run_id)
-    result = upload_session(path, name, env, backoff=backoff, log=log)
+    result = upload_session(path, name, env, backoff=backoff, log=log, extras=extras)
     if result is not None and log is not None:
         log(f"session artifact {name}: " + (f"uploaded ({result.size} bytes, sha256 {result.sha256})"
                                              if result.ok else f"upload failed: {result.error}"))

@@ -153,6 +153,7 @@ class ActionRun:
     _agent_run: AgentRun | None = None
     _previous: PreviousSession | None = None  # the thread's earlier session this run continues
     _published: Published | None = None  # the session artifact upload and its comment section
+    _patch_path: Path | None = None  # the run's patch under RUNNER_TEMP, also put in the artifact
 
     # -- entry -------------------------------------------------------------------------------------
     def execute(self, *, event_path: str | None = None, event_name: str | None = None) -> int:
@@ -356,7 +357,9 @@ class ActionRun:
         name = f"opi-{task.number or 'maintenance'}-{self.context.run_id or 'local'}.patch"
         path = self.context.temp_dir / name
         try:
-            path.write_text(changes.patch, encoding="utf-8")
+            # Redacted like the comment's diff: the file also travels in the session artifact.
+            path.write_text(self.redact(changes.patch), encoding="utf-8")
+            self._patch_path = path
             log(f"opi: the patch is saved at {path}")
         except OSError as exc:
             log(f"opi: warning: could not save the patch to {path}: {exc}")
@@ -468,8 +471,9 @@ class ActionRun:
         header = read_header(path) or {}
         # A dry run stays local: no upload even where a runner's variables are set.
         env = {} if self.dry_run else os.environ
+        extras = [self._patch_path] if self._patch_path is not None and self._patch_path.is_file() else []
         self._published = publish_session(path, str(header.get("id") or path.stem), env,
-                                          number=task.number, log=log)
+                                          number=task.number, log=log, extras=extras)
         previous = self._previous.note if self._previous is not None and self._previous.note else ""
         return f"{previous}\n\n{self._published.markdown}".strip()
 
