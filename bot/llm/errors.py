@@ -20,9 +20,11 @@ class ModelError(Exception):
         self.status = status
         self.retry_after = retry_after
         self.detail = message
-        where = f"{provider} " if provider else ""
-        code = f"HTTP {status}: " if status is not None else ""
-        super().__init__(f"{where}{code}{message}".strip())
+        if status is not None:
+            prefix = f"{provider} HTTP {status}: " if provider else f"HTTP {status}: "
+        else:
+            prefix = f"{provider}: " if provider else ""
+        super().__init__(f"{prefix}{message}".strip())
 
 
 class ConfigError(ModelError):
