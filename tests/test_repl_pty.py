@@ -183,9 +183,11 @@ def test_an_edit_approved_and_one_refused(fake_llm: FakeLLMServer, terminal_fact
     term.start()
     term.wait_for(r"Enter sends")
     term.type("change the colour and the size")
-    term.wait_for(r"allow edit app\.py\? \[y\]es")
+    # The proposed change is on screen, above the question, before anything is allowed.
+    term.wait_for(r"-colour = 'red'\s*\n\s*\+colour = 'blue'\s*\n\? allow edit app\.py\? \[y\]es")
+    assert (workspace / "app.py").read_text() == "colour = 'red'\nsize = 1\n"
     term.keys("y")
-    term.wait_for(r"Second edit\.\n● edit app\.py\n(.*\n)*\? allow edit app\.py\?")
+    term.wait_for(r"Second edit\.\n● edit app\.py\n(.*\n)*\s*-size = 1\s*\n\s*\+size = 99\s*\n\? allow edit app\.py\?")
     term.keys("n")
     term.wait_for(r"reason for the model")
     term.type("the size must stay 1")

@@ -382,3 +382,29 @@ def test_parallel_results_name_their_call_and_errors_end_the_turn_visibly(tmp_pa
     agent.subscribe(renderer.handle)
     assert agent.run("hi").outcome is Outcome.ERROR
     assert "✗ error: anthropic HTTP 401: invalid x-api-key" in out.getvalue()
+
+
+def test_the_approval_preview_shows_what_would_change(tmp_path: Path) -> None:
+    from bot.cli.render import preview_tool_call
+
+    (tmp_path / "app.py").write_text("colour = 'red'\nsize = 1\n")
+    edit = ToolCall(id="e", name="edit", arguments={"path": "app.py", "edits": [
+        {"old_text": "colour = 'red'", "new_text": "colour = 'blue'"},
+        {"old_text": "size = 1", "new_text": "size = 2"}]})
+    edit_preview = preview_tool_call(edit, tmp_path)
+    assert edit_preview is not None
+    assert all(line in edit_preview.plain for line in ("-colour = 'red'", "+colour = 'blue'", "-size = 1", "+size = 2"))
+
+    write = ToolCall(id="w", name="write", arguments={"path": "app.py", "content": "colour = 'red'\nsize = 3\n"})
+    write_preview = preview_tool_call(write, tmp_path)
+    assert write_preview is not None and "-size = 1" in write_preview.plain and "+size = 3" in write_preview.plain
+    assert "-colour" not in write_preview.plain and "+colour" not in write_preview.plain  # unchanged: context only
+
+    new_file = ToolCall(id="n", name="write", arguments={"path": "new.txt", "content": "hello"})
+    new_preview = preview_tool_call(new_file, tmp_path)
+    assert new_preview is not None and "+hello" in new_preview.plain
+
+    assert preview_tool_call(ToolCall(id="b", name="bash", arguments={"command": "ls"}), tmp_path) is None
+    script = ToolCall(id="s", name="bash", arguments={"command": "set -e\npytest -q"})
+    script_preview = preview_tool_call(script, tmp_path)
+    assert script_preview is not None and "pytest -q" in script_preview.plain

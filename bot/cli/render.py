@@ -14,11 +14,13 @@ This module imports rich at module level: it is only ever imported by the REPL, 
 
 from __future__ import annotations
 
+import difflib
 import json
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
@@ -153,6 +155,41 @@ def render_diff(diff: str, max_lines: int = DIFF_MAX_LINES) -> Text:
         out.append(f"  … {len(lines) - max_lines} more diff lines\n", style="dim")
     out.rstrip()
     return out
+
+
+PREVIEW_MAX_LINES = 40
+
+
+def preview_tool_call(call: ToolCall, workspace: Path) -> Text | None:
+    """What a mutating call would change, shown before the user is asked to allow it: the proposed diff of
+    an edit or write, or a bash command too long for the question line. None when the line says it all."""
+    args, path = call.arguments, call.arguments.get("path")
+    if call.name == "edit" and isinstance(path, str):
+        edits = args.get("edits")
+        pairs: list[Any] = edits if isinstance(edits, list) else [args]
+        hunks = [_proposed_diff(path, str(p.get("old_text", "")), str(p.get("new_text", "")))
+                 for p in pairs if isinstance(p, dict)]
+        return render_diff("".join(hunks), PREVIEW_MAX_LINES) if any(hunks) else None
+    if call.name == "write" and isinstance(path, str) and isinstance(args.get("content"), str):
+        diff = _proposed_diff(path, _current_text(workspace / path), args["content"])
+        return render_diff(diff, PREVIEW_MAX_LINES) if diff else None
+    command = args.get("command")
+    if call.name == "bash" and isinstance(command, str) and ("\n" in command.strip() or len(command) > 200):
+        return _indented(command.strip().splitlines()[:PREVIEW_MAX_LINES], "bold")
+    return None
+
+
+def _proposed_diff(path: str, old: str, new: str) -> str:
+    lines = difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
+                                 fromfile=f"a/{path}", tofile=f"b/{path}")
+    return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+
+
+def _current_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""  # new, unreadable or binary: the preview shows the whole new content as added
 
 
 def _exit_code(details: dict[str, Any] | None, text: str) -> int | None:

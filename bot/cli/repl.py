@@ -351,9 +351,13 @@ class Repl:
         from rich.text import Text
 
         from bot.cli.approval import CANCELLED_REASON
-        from bot.cli.render import describe_tool_call
+        from bot.cli.render import describe_tool_call, preview_tool_call
 
-        question = Text("? ", style="bold yellow")
+        # The proposed change comes first, so what is being allowed is on screen while the user decides.
+        question = preview_tool_call(request.call, self.cwd) or Text()
+        if question.plain:
+            question.append("\n")
+        question.append("? ", style="bold yellow")
         question.append(f"allow {request.tool_name} {describe_tool_call(request.call)}? ", style="bold")
         question.append("[y]es  [n]o  [a]lways for this tool", style="yellow")
         self._show_status(state, [question])
