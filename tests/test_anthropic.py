@@ -9,14 +9,10 @@ import pytest
 
 from bot.llm.anthropic import THINKING_BUDGETS, AnthropicModel, convert_messages, thinking_params
 from bot.llm.base import (
-    Done,
     ModelInfo,
-    ModelRequest,
-    StreamEvent,
     TextDelta,
     ThinkingDelta,
     ToolCallDelta,
-    ToolSpec,
 )
 from bot.llm.errors import Aborted, ConfigError, ContextOverflowError, MalformedEventError, OverloadedError
 from bot.llm.http import MISSING_RESULT_TEXT
@@ -33,25 +29,13 @@ from bot.llm.messages import (
 )
 from bot.llm.models import resolve_model
 from tests.fake_llm import ErrorReply, FakeLLMServer, RawReply, Reply, StreamErrorReply
-
-READ_TOOL = ToolSpec("read", "Read a file", {"type": "object", "properties": {"path": {"type": "string"}}})
+from tests.provider_support import READ_TOOL, request, run
 
 
 def model_for(server: FakeLLMServer, model: str = "claude-sonnet-4-5") -> AnthropicModel:
     resolved = resolve_model(f"anthropic:{model}", env=server.env())
     assert isinstance(resolved, AnthropicModel)
     return resolved
-
-
-def request(*messages: Message, **kwargs: Any) -> ModelRequest:
-    return ModelRequest(system=kwargs.pop("system", "You are terse."),
-                        messages=list(messages) or [UserMessage(content="hi")], **kwargs)
-
-
-def run(model: AnthropicModel, req: ModelRequest) -> tuple[list[StreamEvent], AssistantMessage]:
-    events = list(model.stream(req))
-    assert sum(isinstance(e, Done) for e in events) == 1 and isinstance(events[-1], Done)
-    return events[:-1], events[-1].message
 
 
 def assistant(*content: TextContent | ThinkingContent | ToolCall, api: str = "anthropic",

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 import pytest
 
 from bot.llm.base import (
-    Done,
     ModelInfo,
-    ModelRequest,
-    StreamEvent,
     TextDelta,
     ThinkingDelta,
     ToolCallDelta,
-    ToolSpec,
 )
 from bot.llm.errors import (
     Aborted,
@@ -43,25 +38,13 @@ from bot.llm.messages import (
 from bot.llm.models import EndpointConfig, resolve_model
 from bot.llm.openai import OpenAIModel, convert_messages
 from tests.fake_llm import ErrorReply, FakeLLMServer, RawReply, Reply, StreamErrorReply
-
-READ_TOOL = ToolSpec("read", "Read a file", {"type": "object", "properties": {"path": {"type": "string"}}})
+from tests.provider_support import READ_TOOL, request, run
 
 
 def model_for(server: FakeLLMServer, model: str = "gpt-4o") -> OpenAIModel:
     resolved = resolve_model(f"openai:{model}", env=server.env())
     assert isinstance(resolved, OpenAIModel)
     return resolved
-
-
-def request(*messages: Message, **kwargs: Any) -> ModelRequest:
-    return ModelRequest(system=kwargs.pop("system", "You are terse."),
-                        messages=list(messages) or [UserMessage(content="hi")], **kwargs)
-
-
-def run(model: OpenAIModel, req: ModelRequest) -> tuple[list[StreamEvent], AssistantMessage]:
-    events = list(model.stream(req))
-    assert sum(isinstance(e, Done) for e in events) == 1 and isinstance(events[-1], Done)
-    return events[:-1], events[-1].message
 
 
 def sse(*chunks: str) -> bytes:

@@ -1,0 +1,22 @@
+"""Helpers shared by the provider tests (Anthropic and OpenAI dialects alike)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.llm.base import Done, Model, ModelRequest, StreamEvent, ToolSpec
+from bot.llm.messages import AssistantMessage, Message, UserMessage
+
+READ_TOOL = ToolSpec("read", "Read a file", {"type": "object", "properties": {"path": {"type": "string"}}})
+
+
+def request(*messages: Message, **kwargs: Any) -> ModelRequest:
+    return ModelRequest(system=kwargs.pop("system", "You are terse."),
+                        messages=list(messages) or [UserMessage(content="hi")], **kwargs)
+
+
+def run(model: Model, req: ModelRequest) -> tuple[list[StreamEvent], AssistantMessage]:
+    """Stream to the end; exactly one Done, and it comes last."""
+    events = list(model.stream(req))
+    assert sum(isinstance(e, Done) for e in events) == 1 and isinstance(events[-1], Done)
+    return events[:-1], events[-1].message
