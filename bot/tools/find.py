@@ -18,7 +18,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.tools.base import Tool, ToolContext, ToolError, ToolOutput
-from bot.tools.paths import display_path, resolve_for_read
+from bot.tools.paths import display_path, resolve_directory
 
 DEFAULT_LIMIT = 1000
 _GIT_TIMEOUT = 60
@@ -45,12 +45,7 @@ class FindTool(Tool):
     Params: ClassVar[type[BaseModel]] = FindParams
 
     def run(self, params: FindParams, ctx: ToolContext) -> ToolOutput:
-        root = resolve_for_read(ctx.workspace, params.path)
-        shown_root = display_path(ctx.workspace, root)
-        if not root.exists():
-            raise ToolError(f"Directory not found: {shown_root}")
-        if not root.is_dir():
-            raise ToolError(f"{shown_root} is a file, not a directory; find searches directories")
+        root, shown_root = resolve_directory(ctx.workspace, params.path, "find searches directories")
         matcher = GlobMatcher(params.pattern)
         found: list[str] = []
         more = False

@@ -8,7 +8,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.tools.base import Tool, ToolContext, ToolError, ToolOutput
-from bot.tools.paths import display_path, resolve_for_read
+from bot.tools.paths import resolve_directory
 
 DEFAULT_LIMIT = 500
 
@@ -28,12 +28,7 @@ class LsTool(Tool):
     Params: ClassVar[type[BaseModel]] = LsParams
 
     def run(self, params: LsParams, ctx: ToolContext) -> ToolOutput:
-        path = resolve_for_read(ctx.workspace, params.path)
-        shown = display_path(ctx.workspace, path)
-        if not path.exists():
-            raise ToolError(f"Directory not found: {shown}")
-        if not path.is_dir():
-            raise ToolError(f"{shown} is a file, not a directory; use read to see its content")
+        path, shown = resolve_directory(ctx.workspace, params.path, "use read to see its content")
         try:
             with os.scandir(path) as it:
                 entries = sorted(it, key=lambda e: (e.name.lower(), e.name))

@@ -41,6 +41,18 @@ def resolve_for_read(workspace: Path, user_path: str) -> Path:
     return resolve_path(workspace, user_path)
 
 
+def resolve_directory(workspace: Path, user_path: str, if_file: str) -> tuple[Path, str]:
+    """An existing directory to look in, and how to name it to the model. `if_file` finishes the error
+    for a path that is a file (what the model should do instead)."""
+    path = resolve_for_read(workspace, user_path)
+    shown = display_path(workspace, path)
+    if not path.exists():
+        raise ToolError(f"Directory not found: {shown}")
+    if not path.is_dir():
+        raise ToolError(f"{shown} is a file, not a directory; {if_file}")
+    return path, shown
+
+
 def resolve_for_write(workspace: Path, user_path: str) -> Path:
     """The real path to write for `user_path`, or a ToolError if it would leave the workspace.
 
