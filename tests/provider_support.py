@@ -20,3 +20,11 @@ def run(model: Model, req: ModelRequest) -> tuple[list[StreamEvent], AssistantMe
     events = list(model.stream(req))
     assert sum(isinstance(e, Done) for e in events) == 1 and isinstance(events[-1], Done)
     return events[:-1], events[-1].message
+
+
+def model_for_dialect(server: Any, dialect: str) -> Model:
+    """The real provider for `dialect`, pointed at the scripted server."""
+    from bot.llm.models import resolve_model
+
+    spec = {"anthropic": "anthropic:claude-sonnet-4-5", "openai": "openai:gpt-4o"}[dialect]
+    return resolve_model(spec, env=server.env())
