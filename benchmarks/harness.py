@@ -2,19 +2,24 @@
 
 Prints wall time, CPU (user+sys of the child), peak RSS, per-turn harness overhead (wall time minus the
 time spent inside the server's request handlers, divided by turns) and the median `opi --version` time.
+When pi 0.73.1 is installed (`npm install --prefix /tmp/opi-ci-pi @mariozechner/pi-coding-agent@0.73.1`),
+pi runs the same task against the same server (its models.json points a provider at it), interleaved
+with opi's runs so both see the same machine load, and the ratio of the best wall times is reported.
 
-    python benchmarks/harness.py [--turns 20] [--version-runs 15] [--dialect anthropic|openai] [--json]
+    python benchmarks/harness.py [--turns 20] [--runs 3] [--version-runs 15] [--dialect anthropic|openai]
+                                 [--pi PREFIX|none] [--json]
 
-Targets on the 2-core dev machine: `opi --version` < 150 ms; the 20-turn run < 1.0 s wall and < 80 MiB
-peak RSS. The exit code is 1 when a target is missed, so CI can run it as a check.
+Targets on the 2-core dev machine: `opi --version` < 40 ms (timed by hyperfine when installed); the 20-turn run < 1.0 s wall, at most 0.30x
+pi's wall time, and < 80 MiB peak RSS. The exit code is 1 when a target is missed.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
-import resource
+import shlex
 import shutil
 import socket
 import statistics
@@ -23,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +37,24 @@ sys.path.insert(0, str(ROOT))
 
 from tests.fake_llm import FakeLLMServer, RecordedRequest, Reply  # noqa: E402
 
-TARGET_VERSION_MS = 150.0
+TARGET_VERSION_MS = 40.0  # the interpreter alone takes 15-20 ms here
 TARGET_WALL_S = 1.0
 TARGET_RSS_MIB = 80.0
+TARGET_PI_RATIO = 0.30  # opi's 20-turn wall time against pi's, measured in the same run
 
 
 class HandlerClock:
-    """Adds up the time the server spends inside its request handlers (thread-safe)."""
+    """Adds up the time the server spends inside its request handlers (thread-safe), and keeps each
+    request's (start, end) so a benchmark can measure the client's own time between two requests."""
 
     def __init__(self, *, nodelay: bool = True) -> None:
         self.nodelay = nodelay
         self.total = 0.0
         self.count = 0
+        self.spans: list[tuple[float, float]] = []
+        # When set, the client's main-thread CPU time (ns) is read at the start of each request.
+        self.client_pid: int | None = None
+        self.client_cpu_ns: list[int] = []
         self._lock = threading.Lock()
 
     def install(self, server: FakeLLMServer) -> None:
@@ -61,22 +73,51 @@ class HandlerClock:
 
             def do_POST(self) -> None:
                 started = time.perf_counter()
+                clock.read_client_cpu()
                 try:
                     super().do_POST()
                 finally:
-                    clock.add(time.perf_counter() - started)
+                    clock.add(started, time.perf_counter())
 
         httpd.RequestHandlerClass = TimedHandler
 
-    def add(self, seconds: float) -> None:
+    def read_client_cpu(self) -> None:
+        if self.client_pid is None:
+            return
+        try:  # the first field is the time the thread group leader (the main thread) ran, in ns
+            with open(f"/proc/{self.client_pid}/schedstat", encoding="ascii") as handle:
+                cpu = int(handle.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return
         with self._lock:
-            self.total += seconds
+            self.client_cpu_ns.append(cpu)
+
+    def add(self, started: float, ended: float) -> None:
+        with self._lock:
+            self.total += ended - started
             self.count += 1
+            self.spans.append((started, ended))
+
+    def gaps_ms(self) -> list[float]:
+        """The client's time between the end of each response and the start of the next request: what the
+        agent does in a turn apart from waiting for the model (tools, session writes, building requests)."""
+        with self._lock:
+            spans = sorted(self.spans)
+        return [(nxt[0] - cur[1]) * 1000 for cur, nxt in itertools.pairwise(spans)]
 
 
 def opi_command() -> list[str]:
+    """The venv's `opi` script when it runs this tree; otherwise (a copy of another version, e.g. to
+    measure before and after a change) `python -m bot` with PYTHONPATH pointing here (see child_env)."""
     script = shutil.which("opi", path=str(Path(sys.executable).parent))
-    return [script] if script else [sys.executable, "-m", "bot"]
+    return [script] if script and installed_tree() == ROOT else [sys.executable, "-m", "bot"]
+
+
+def installed_tree() -> Path | None:
+    """Where the venv's `bot` package comes from, without importing it from this tree."""
+    probe = subprocess.run([sys.executable, "-I", "-c", "import bot; print(bot.__file__)"], capture_output=True,
+                           text=True, cwd="/", timeout=30)
+    return Path(probe.stdout.strip()).parent.parent if probe.returncode == 0 else None
 
 
 def make_workspace(root: Path, files: int) -> None:
@@ -101,6 +142,8 @@ def scripted_turns(turns: int) -> Any:
 def child_env(server: FakeLLMServer, home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPI_", "ANTHROPIC_", "OPENAI_"))}
     env.update({
+        # The tree this script belongs to, even when another copy of opi is installed in the venv.
+        "PYTHONPATH": str(ROOT),
         "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "XDG_DATA_HOME": str(home / ".data"),
         "ANTHROPIC_BASE_URL": server.anthropic_base_url, "ANTHROPIC_API_KEY": "sk-ant-bench",
         "OPENAI_BASE_URL": server.openai_base_url, "OPENAI_API_KEY": "sk-bench",
@@ -108,17 +151,110 @@ def child_env(server: FakeLLMServer, home: Path) -> dict[str, str]:
     return env
 
 
+@dataclass
+class ChildRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    wall_s: float
+    cpu_s: float
+    peak_rss_mib: float
+
+
+def run_child(command: list[str], *, cwd: Path, env: dict[str, str], timeout: float = 300,
+              on_start: Any = None) -> ChildRun:
+    """Run one process and measure it alone: wall time, its own CPU (user+sys) and its own peak RSS
+    (os.wait4, so a heavier process run earlier, such as pi, does not leak into the figure)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        if on_start is not None:
+            on_start(process.pid)
+        deadline = started + timeout
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                process.kill()
+                raise SystemExit(f"{command[0]} timed out after {timeout:g} s")
+            time.sleep(0.001)
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return ChildRun(process.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace"),
+                        wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)  # Linux: KiB
+
+
 def time_version(runs: int, env: dict[str, str]) -> list[float]:
+    return time_command([*opi_command(), "--version"], runs, env)
+
+
+def time_command(command: list[str], runs: int, env: dict[str, str]) -> list[float]:
+    """Milliseconds per run. With hyperfine installed (`apt-get install hyperfine`) it does the timing,
+    without a shell and without this Python process's fork cost in the figure."""
+    if shutil.which("hyperfine"):
+        with tempfile.NamedTemporaryFile(suffix=".json") as report:
+            subprocess.run(["hyperfine", "-N", "--warmup", "3", "--runs", str(max(runs, 2)), "--export-json",
+                            report.name, shlex.join(command)], env=env, check=True, capture_output=True, timeout=300)
+            return [t * 1000 for t in json.loads(Path(report.name).read_text())["results"][0]["times"]]
     timings = []
     for _ in range(runs):
         started = time.perf_counter()
-        subprocess.run([*opi_command(), "--version"], env=env, check=True, capture_output=True, timeout=30)
+        subprocess.run(command, env=env, check=True, capture_output=True, timeout=30)
         timings.append((time.perf_counter() - started) * 1000)
     return timings
 
 
-def run_benchmark(turns: int, version_runs: int, dialect: str, *, nodelay: bool = True) -> dict[str, Any]:
+def pi_cli(prefix: str | None) -> Path | None:
+    """pi's CLI script under an npm prefix (`npm install --prefix PREFIX @mariozechner/pi-coding-agent@0.73.1`)."""
+    if not prefix or not shutil.which("node"):
+        return None
+    cli = Path(prefix) / "node_modules/@mariozechner/pi-coding-agent/dist/cli.js"
+    return cli if cli.is_file() else None
+
+
+def pi_home(home: Path, server: FakeLLMServer) -> None:
+    """A pi configuration pointing at the scripted server, as tests/data/pi/make_pi_session.py does."""
+    agent_dir = home / ".pi" / "agent"
+    agent_dir.mkdir(parents=True, exist_ok=True)
+    models = {"providers": {"fake": {
+        "baseUrl": server.anthropic_base_url, "api": "anthropic-messages", "apiKey": "fake-key",
+        "models": [{"id": "claude-sonnet-4-5", "name": "Fake", "reasoning": False, "contextWindow": 200000,
+                    "maxTokens": 8192, "cost": {"input": 3, "output": 15, "cacheRead": 0.3, "cacheWrite": 3.75}}]}}}
+    (agent_dir / "models.json").write_text(json.dumps(models), encoding="utf-8")
+
+
+PROMPT = "Read the modules and tell me what they do."
+
+
+def run_opi(server: FakeLLMServer, workspace: Path, env: dict[str, str], model: str, turns: int) -> ChildRun:
+    run = run_child([*opi_command(), "-p", PROMPT, "--model", model, "--max-turns", str(turns + 5), "--json"],
+                    cwd=workspace, env=env)
+    if run.returncode != 0:
+        raise SystemExit(f"opi failed with exit code {run.returncode}:\n{run.stderr}")
+    summary = json.loads(run.stdout.splitlines()[-1])
+    if summary.get("turns") != turns:
+        raise SystemExit(f"expected {turns} turns, the run reported {summary.get('turns')}")
+    return run
+
+
+def run_pi(cli: Path, server: FakeLLMServer, workspace: Path, env: dict[str, str], sessions: Path) -> ChildRun:
+    pi_env = {**env, "PI_OFFLINE": "1"}
+    run = run_child(["node", str(cli), "--provider", "fake", "--model", "claude-sonnet-4-5", "--session-dir",
+                     str(sessions), "--no-extensions", "--no-skills", "--no-context-files", "-p", PROMPT],
+                    cwd=workspace, env=pi_env)
+    if run.returncode != 0:
+        raise SystemExit(f"pi failed with exit code {run.returncode}:\n{run.stderr}")
+    return run
+
+
+def run_benchmark(turns: int, version_runs: int, dialect: str, *, nodelay: bool = True, runs: int = 3,
+                  pi_prefix: str | None = None) -> dict[str, Any]:
+    """Best of `runs` for opi (and pi, interleaved so both see the same machine load)."""
     model = "anthropic:claude-sonnet-4-5" if dialect == "anthropic" else "openai:gpt-4.1"
+    cli = pi_cli(pi_prefix) if dialect == "anthropic" else None
     with tempfile.TemporaryDirectory(prefix="opi-bench-") as tmp, FakeLLMServer() as server:
         tmp_path = Path(tmp)
         workspace = tmp_path / "work"
@@ -129,72 +265,109 @@ def run_benchmark(turns: int, version_runs: int, dialect: str, *, nodelay: bool 
         server.responder = scripted_turns(turns)
         env = child_env(server, tmp_path / "home")
         env["OPI_SESSIONS_DIR"] = str(tmp_path / "sessions")
-
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        started = time.perf_counter()
-        proc = subprocess.run([*opi_command(), "-p", "Read the modules and tell me what they do.",
-                               "--model", model, "--max-turns", str(turns + 5), "--json"],
-                              cwd=workspace, env=env, capture_output=True, text=True, timeout=120)
-        wall = time.perf_counter() - started
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        if proc.returncode != 0:
-            raise SystemExit(f"opi failed with exit code {proc.returncode}:\n{proc.stderr}")
+        if cli is not None:
+            pi_home(tmp_path / "home", server)
+        opi_runs: list[tuple[ChildRun, float, int]] = []
+        pi_runs: list[ChildRun] = []
+        for _ in range(runs):
+            server_before, count_before = clock.total, clock.count
+            opi_runs.append((run_opi(server, workspace, env, model, turns), clock.total - server_before,
+                             clock.count - count_before))
+            if cli is not None:
+                pi_runs.append(run_pi(cli, server, workspace, env, tmp_path / "pi-sessions"))
         server.verify()
-        summary = json.loads(proc.stdout.splitlines()[-1])
-        if summary.get("turns") != turns:
-            raise SystemExit(f"expected {turns} turns, the run reported {summary.get('turns')}")
         versions = time_version(version_runs, env)
+        floor = time_command([sys.executable, "-c", "pass"], version_runs, env)  # the interpreter alone
 
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {
+    best, server_s, requests = min(opi_runs, key=lambda item: item[0].wall_s)
+    summary = json.loads(best.stdout.splitlines()[-1])
+    figures: dict[str, Any] = {
         "dialect": dialect,
         "server_nodelay": nodelay,
         "turns": turns,
-        "requests": clock.count,
-        "wall_s": round(wall, 3),
-        "cpu_s": round(cpu, 3),
-        "peak_rss_mib": round(after.ru_maxrss / 1024, 1),  # Linux reports KiB
-        "server_s": round(clock.total, 3),
-        "overhead_per_turn_ms": round((wall - clock.total) / turns * 1000, 2),
+        "runs": runs,
+        "requests": requests,
+        "wall_s": round(best.wall_s, 3),
+        "wall_median_s": round(statistics.median(r.wall_s for r, _, _ in opi_runs), 3),
+        "cpu_s": round(best.cpu_s, 3),
+        "peak_rss_mib": round(max(r.peak_rss_mib for r, _, _ in opi_runs), 1),
+        "server_s": round(server_s, 3),
+        "overhead_per_turn_ms": round((best.wall_s - server_s) / turns * 1000, 2),
         # the agent loop alone (from the run's own summary): no interpreter start-up, no imports
         "loop_s": summary["duration_seconds"],
-        "loop_overhead_per_turn_ms": round((summary["duration_seconds"] - clock.total) / turns * 1000, 2),
+        "loop_overhead_per_turn_ms": round((summary["duration_seconds"] - server_s) / turns * 1000, 2),
         "version_median_ms": round(statistics.median(versions), 1),
         "version_min_ms": round(min(versions), 1),
+        "python_startup_median_ms": round(statistics.median(floor), 1),
     }
+    if pi_runs:
+        pi_best = min(pi_runs, key=lambda r: r.wall_s)
+        figures.update({
+            "pi_wall_s": round(pi_best.wall_s, 3),
+            "pi_cpu_s": round(pi_best.cpu_s, 3),
+            "pi_peak_rss_mib": round(max(r.peak_rss_mib for r in pi_runs), 1),
+            "wall_ratio_to_pi": round(best.wall_s / pi_best.wall_s, 3),
+        })
+    return figures
+
+
+def default_pi_prefix() -> str | None:
+    return os.environ.get("OPI_TEST_PI_PREFIX") or ("/tmp/opi-ci-pi" if Path("/tmp/opi-ci-pi").is_dir() else None)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--turns", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=3, help="runs of each program; the best wall time counts")
     parser.add_argument("--version-runs", type=int, default=15)
     parser.add_argument("--dialect", choices=("anthropic", "openai"), default="anthropic")
+    parser.add_argument("--pi", metavar="PREFIX", default=default_pi_prefix(),
+                        help="npm prefix where pi 0.73.1 is installed, to run it on the same task "
+                             "(default: $OPI_TEST_PI_PREFIX or /tmp/opi-ci-pi); 'none' skips pi")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     parser.add_argument("--server-nagle", action="store_true",
                         help="leave Nagle's algorithm on in the scripted server (adds ~40 ms per request)")
     args = parser.parse_args()
-    figures = run_benchmark(args.turns, args.version_runs, args.dialect, nodelay=not args.server_nagle)
-    misses = [name for name, ok in (
+    pi_prefix = None if args.pi == "none" else args.pi
+    figures = run_benchmark(args.turns, args.version_runs, args.dialect, nodelay=not args.server_nagle,
+                            runs=args.runs, pi_prefix=pi_prefix)
+    checks = [
         ("opi --version", figures["version_median_ms"] < TARGET_VERSION_MS),
         ("wall time", figures["wall_s"] < TARGET_WALL_S),
         ("peak RSS", figures["peak_rss_mib"] < TARGET_RSS_MIB),
-    ) if not ok]
+    ]
+    if "wall_ratio_to_pi" in figures:
+        checks.append(("wall time against pi", figures["wall_ratio_to_pi"] <= TARGET_PI_RATIO))
+    misses = [name for name, ok in checks if not ok]
     if args.json:
         print(json.dumps({**figures, "missed_targets": misses}))
     else:
-        nagle = "" if figures["server_nodelay"] else ", server with Nagle on"
-        print(f"{figures['turns']}-turn run ({figures['dialect']}, {figures['requests']} requests{nagle})")
-        print(f"  wall time          {figures['wall_s']:.3f} s   (target < {TARGET_WALL_S} s)")
-        print(f"  CPU user+sys       {figures['cpu_s']:.3f} s")
-        print(f"  peak RSS           {figures['peak_rss_mib']:.1f} MiB (target < {TARGET_RSS_MIB:g} MiB)")
-        print(f"  in server handlers {figures['server_s']:.3f} s")
-        print(f"  overhead per turn  {figures['overhead_per_turn_ms']:.2f} ms (includes process start-up)")
-        print(f"  agent loop         {figures['loop_s']:.3f} s, "
-              f"{figures['loop_overhead_per_turn_ms']:.2f} ms per turn outside the server")
-        print(f"opi --version        {figures['version_median_ms']:.1f} ms median, "
-              f"{figures['version_min_ms']:.1f} ms min (target < {TARGET_VERSION_MS:g} ms)")
-        print("all targets met" if not misses else "missed: " + ", ".join(misses))
+        print_figures(figures, misses)
     return 1 if misses else 0
+
+
+def print_figures(figures: dict[str, Any], misses: list[str]) -> None:
+    nagle = "" if figures["server_nodelay"] else ", server with Nagle on"
+    print(f"{figures['turns']}-turn run ({figures['dialect']}, {figures['requests']} requests{nagle}, "
+          f"best of {figures['runs']})")
+    print(f"  wall time          {figures['wall_s']:.3f} s   (median {figures['wall_median_s']:.3f} s, "
+          f"target < {TARGET_WALL_S} s)")
+    print(f"  CPU user+sys       {figures['cpu_s']:.3f} s")
+    print(f"  peak RSS           {figures['peak_rss_mib']:.1f} MiB (target < {TARGET_RSS_MIB:g} MiB)")
+    print(f"  in server handlers {figures['server_s']:.3f} s")
+    print(f"  overhead per turn  {figures['overhead_per_turn_ms']:.2f} ms (includes process start-up)")
+    print(f"  agent loop         {figures['loop_s']:.3f} s, "
+          f"{figures['loop_overhead_per_turn_ms']:.2f} ms per turn outside the server")
+    if "pi_wall_s" in figures:
+        print(f"pi on the same task  {figures['pi_wall_s']:.3f} s wall, {figures['pi_cpu_s']:.3f} s CPU, "
+              f"{figures['pi_peak_rss_mib']:.1f} MiB peak RSS")
+        print(f"  opi / pi wall time {figures['wall_ratio_to_pi']:.2f} (target <= {TARGET_PI_RATIO:g})")
+    else:
+        print("pi                  not run (not installed, or --pi none)")
+    print(f"opi --version        {figures['version_median_ms']:.1f} ms median, "
+          f"{figures['version_min_ms']:.1f} ms min (target < {TARGET_VERSION_MS:g} ms; "
+          f"`python -c pass`: {figures['python_startup_median_ms']:.1f} ms)")
+    print("all targets met" if not misses else "missed: " + ", ".join(misses))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 #!/bin/sh
-# Entrypoint of the opi-bot container action (main step and, as opi-post-entrypoint, the post step).
+# Entrypoint of the opi-bot container action: the main step, and (named opi-post-entrypoint) the post step.
 #
-# The runner starts the container as root with the workspace owned by the runner user (uid 1001 on
-# hosted runners). Running as root would leave root-owned files in the workspace that later steps
-# cannot touch, so drop to the workspace owner's uid/gid when possible; otherwise fall back to running
-# as root and handing everything written in the workspace back to its owner afterwards.
+# Both run as root, as the runner starts them: `opi action` is the broker that alone holds the secrets and
+# starts the agent under an unprivileged uid itself. The shell execs straight into tini, which keeps PID 1:
+# it forwards the SIGTERM of a cancelled job to opi and reaps orphaned processes (a killed tool's children).
+# Nothing stays behind holding the inputs in its environment. Without tini (a local run) opi is exec'd.
 set -eu
 
 case "$(basename "$0")" in
@@ -12,25 +12,7 @@ case "$(basename "$0")" in
   *) set -- action "$@" ;;
 esac
 
-workspace="${GITHUB_WORKSPACE:-$PWD}"
-owner_uid="$(stat -c %u "$workspace" 2>/dev/null || echo 0)"
-owner_gid="$(stat -c %g "$workspace" 2>/dev/null || echo 0)"
-
-if [ "$(id -u)" = "0" ] && [ "$owner_uid" != "0" ] && command -v setpriv >/dev/null 2>&1; then
-  # HOME (/github/home) and the file-command files belong to the runner user too.
-  exec setpriv --reuid="$owner_uid" --regid="$owner_gid" --clear-groups opi "$@"
+if command -v tini >/dev/null 2>&1; then
+  exec tini -s -- opi "$@"
 fi
-
-if [ "$(id -u)" != "0" ] || [ "$owner_uid" = "0" ]; then
-  # Nothing to hand back afterwards, so exec: no shell stays behind (as PID 1) holding the inputs,
-  # API keys included, in an environment a tool could read from /proc.
-  exec opi "$@"
-fi
-
-# Root without setpriv, workspace owned by someone else: run, then hand the files back.
-status=0
-opi "$@" || status=$?
-if [ "$(id -u)" = "0" ] && [ "$owner_uid" != "0" ]; then
-  chown -R "$owner_uid:$owner_gid" "$workspace" 2>/dev/null || true
-fi
-exit "$status"
+exec opi "$@"

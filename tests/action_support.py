@@ -14,7 +14,7 @@ from jsonschema import Draft7Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "github-webhooks"
+FIXTURES = Path(__file__).resolve().parent / "data" / "github-webhooks"
 SCHEMAS = FIXTURES / "schemas"
 
 SCHEMA_FOR = {
@@ -128,3 +128,20 @@ def push_from_elsewhere(tmp_path: Path, remote: Path, branch: str, file: str, co
     git(other, "commit", "-q", "-m", "concurrent change")
     git(other, "push", "-q", "origin", branch)
     return git(other, "rev-parse", "HEAD")
+
+
+# -- runner file commands ----------------------------------------------------------------------------------
+def parse_github_output(text: str) -> dict[str, str]:
+    """A `GITHUB_OUTPUT` file as the runner reads it: `name<<DELIMITER` blocks (the only form the action
+    writes). A line of any other form fails the test, naming the line."""
+    values: dict[str, str] = {}
+    lines = text.split("\n")
+    i = 0
+    while i < len(lines) and lines[i]:
+        name, marker, delimiter = lines[i].partition("<<")
+        assert marker and name and delimiter, f"GITHUB_OUTPUT line {i + 1} is not `name<<DELIMITER`: {lines[i]!r}"
+        assert delimiter in lines[i + 1:], f"GITHUB_OUTPUT: {name}'s delimiter {delimiter!r} never closes it"
+        end = lines.index(delimiter, i + 1)
+        values[name] = "\n".join(lines[i + 1:end])
+        i = end + 1
+    return values

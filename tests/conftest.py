@@ -3,20 +3,27 @@
 - No test may reach the network beyond loopback: `socket.connect` to any other address raises (the
   pydantic-ai "ALLOW_MODEL_REQUESTS = False" idea, enforced at the socket so no client can slip past).
 - No test sees the developer's real config, sessions or API keys: HOME and XDG dirs point into tmp.
+
+It also holds the fixtures several modules share (`repo`, `ctx`, `fake_artifacts`), so each is written once.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-# The scripted model server's `fake_llm` fixture, available to every test module (tests/fake_llm.py).
-pytest_plugins = ["tests.fake_llm"]
+from bot.tools.base import ToolContext
+from tests.fake_artifacts import FakeArtifactService
+
+# The scripted model server's `fake_llm` fixture (tests/fake_llm.py) and the simulated runner's `runner`
+# fixture (tests/action_runner.py), available to every test module.
+pytest_plugins = ["tests.fake_llm", "tests.action_runner"]
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
@@ -75,3 +82,30 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     for name in _SCRUBBED:
         monkeypatch.delenv(name, raising=False)
     yield home
+
+
+# -- fixtures several test modules share -------------------------------------------------------------------
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """An empty git repository at tmp/repo. (The grep and find tests define their own, with files in it.)"""
+    root = tmp_path / "repo"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q", str(root)], check=True, timeout=30)
+    return root
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> ToolContext:
+    """A tool context whose workspace is the test's tmp dir. (tests/test_tool_bash.py has its own, which
+    also gives each test a private system temp dir to check for leftovers.)"""
+    return ToolContext(workspace=tmp_path)
+
+
+ARTIFACT_TOKEN = "ghs_fake_token"  # the token the `fake_artifacts` fixture's REST API accepts
+
+
+@pytest.fixture
+def fake_artifacts() -> Iterator[FakeArtifactService]:
+    """The loopback fake of the Actions artifact services (results service and REST API)."""
+    with FakeArtifactService(rest_token=ARTIFACT_TOKEN) as service:
+        yield service

@@ -6,9 +6,12 @@
   the backend ids must be the ones in its `scp` claim.
 - Blob storage (Azure-like): `PUT /blob/<key>?sig=...` with `x-ms-blob-type: BlockBlob`, or
   `&comp=block&blockid=` per block then `&comp=blocklist` with the XML block list.
+- `ListArtifacts` (with `name_filter`) lists this run's finalized artifacts, as `@actions/artifact`'s
+  `getArtifact` uses it; `CreateArtifact` answers 409 for a name this run already has.
 - REST: `GET /repos/{o}/{r}/actions/artifacts[?name=]` (newest first, paginated), `.../artifacts/{id}`,
   `.../artifacts/{id}/zip` (302 to `/download/<id>?sig=...`, 410 when expired), and
-  `.../actions/runs/{run}/artifacts`.
+  `.../actions/runs/{run}/artifacts`; `GET /repos/{o}/{r}/issues/{n}/comments` (oldest first, paginated
+  with a `Link` header like GitHub's) from `add_comment(...)`.
 
 Failures are injected per operation with `fail(operation, status, times)`; every request is recorded
 in `requests`. `handle()` is transport-independent so the REST routes can also be mounted on the fake
@@ -102,6 +105,7 @@ class FakeArtifactService:
         self.requests: list[Request] = []
         self.failures: dict[str, list[int]] = {}
         self.blocks: dict[str, dict[str, bytes]] = {}
+        self.comments: dict[int, list[dict[str, Any]]] = {}  # issue number -> comments, oldest first
         self._next_id = 500
         self._lock = threading.Lock()
         self.base_url = ""  # set by start() or mount_on()
@@ -127,6 +131,14 @@ class FakeArtifactService:
                                     created_at=datetime.now(UTC) - timedelta(minutes=age_minutes))
             self.artifacts.append(artifact)
         return artifact
+
+    def add_comment(self, number: int, body: str, *, login: str = "github-actions[bot]") -> dict[str, Any]:
+        with self._lock:
+            self._next_id += 1
+            comment = {"id": self._next_id, "body": body, "user": {"login": login,
+                                                                   "type": "Bot" if login.endswith("[bot]") else "User"}}
+            self.comments.setdefault(number, []).append(comment)
+        return comment
 
     def by_name(self, name: str) -> FakeArtifact:
         matches = [a for a in self.artifacts if a.name == name]
@@ -218,6 +230,8 @@ class FakeArtifactService:
             return self._create(body)
         if method == "FinalizeArtifact":
             return self._finalize(body)
+        if method == "ListArtifacts":
+            return self._twirp_list(body)
         return Response.json(404, {"code": "bad_route", "msg": f"no method {method}"})
 
     def _create(self, body: dict[str, Any]) -> Response:
@@ -249,6 +263,15 @@ class FakeArtifactService:
         artifact.finalized, artifact.digest = True, digest
         return Response.json(200, {"ok": True, "artifact_id": str(artifact.id)})
 
+    def _twirp_list(self, body: dict[str, Any]) -> Response:
+        wanted = body.get("name_filter")
+        items = [a for a in self.artifacts if a.finalized and a.run_id == self.run_id
+                 and (wanted is None or a.name == wanted)]
+        return Response.json(200, {"artifacts": [
+            {"workflow_run_backend_id": self.run_backend_id, "workflow_job_run_backend_id": self.job_backend_id,
+             "database_id": str(a.id), "name": a.name, "size": str(len(a.data)),
+             "created_at": a.created_at.strftime("%Y-%m-%dT%H:%M:%SZ")} for a in items]})
+
     # -- blob storage ------------------------------------------------------------------------------------
     def _blob(self, request: Request) -> Response:
         injected = self._injected("blob")
@@ -278,11 +301,14 @@ class FakeArtifactService:
     # -- REST ----------------------------------------------------------------------------------------------
     def _rest(self, request: Request) -> Response | None:
         prefix = f"/repos/{self.repo}/actions/"
-        if not request.path.startswith(prefix):
+        comments = re.fullmatch(rf"/repos/{re.escape(self.repo)}/issues/(\d+)/comments", request.path)
+        if not request.path.startswith(prefix) and comments is None:
             return None
         if self.rest_token and request.headers.get("authorization") not in (
                 f"Bearer {self.rest_token}", f"token {self.rest_token}"):
             return Response.json(401, {"message": "Bad credentials"})
+        if comments is not None:
+            return self._list_comments(request, int(comments.group(1)))
         rest = request.path[len(prefix):]
         if rest == "artifacts":
             return self._list(request, lambda a: True)
@@ -311,6 +337,20 @@ class FakeArtifactService:
         return Response.json(200, {"total_count": len(items),
                                    "artifacts": [a.to_api(self.base_url, self.repo) for a in chunk]})
 
+    def _list_comments(self, request: Request, number: int) -> Response:
+        injected = self._injected("comments")
+        if injected:
+            return injected
+        items = self.comments.get(number, [])
+        per_page = min(int(request.query.get("per_page", 30)), 100)
+        page = int(request.query.get("page", 1))
+        last = max(1, -(-len(items) // per_page))
+        url = f"{self.base_url}/repos/{self.repo}/issues/{number}/comments?per_page={per_page}"
+        links = [f'<{url}&page={page + 1}>; rel="next"', f'<{url}&page={last}>; rel="last"'] if page < last else []
+        headers = {"Link": ", ".join(links)} if links else {}
+        chunk = items[(page - 1) * per_page: page * per_page]
+        return Response(200, json.dumps(chunk).encode(), {"Content-Type": "application/json", **headers})
+
     def _zip_redirect(self, artifact: FakeArtifact) -> Response:
         injected = self._injected("zip")
         if injected:
@@ -332,9 +372,10 @@ class FakeArtifactService:
         return Response(200, artifact.data, {"Content-Type": "application/zip"})
 
 
-def mount_on(service: FakeArtifactService, github: Any) -> None:
+def mount_on(service: FakeArtifactService, github: Any, *, bot_login: str = "github-actions[bot]") -> None:
     """Serve the REST artifact routes from the fake GitHub (`tests.fake_github.FakeGitHub`), which checks
-    the token itself; the zip redirect still points at this service, like GitHub's storage host."""
+    the token itself; the zip redirect still points at this service, like GitHub's storage host. Also lists
+    the fake GitHub's issue comments, authored by `bot_login` unless a comment names its own "user"."""
     from tests.fake_github import FakeRequest, FakeResponse
 
     service.rest_token = None
@@ -349,4 +390,19 @@ def mount_on(service: FakeArtifactService, github: Any) -> None:
     repo = r"/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/actions"
     for pattern in (r"/artifacts", r"/artifacts/\d+", r"/artifacts/\d+/zip", r"/runs/\d+/artifacts"):
         github.route("GET", repo + pattern, handler)
+
+    def list_comments(request: FakeRequest, match: re.Match[str]) -> FakeResponse:
+        # The fake GitHub's own comments (those the action posted are the bot's; a test adds others with a
+        # "user"), oldest first and paginated like GitHub, so continuation can read the thread's last report.
+        number = int(match["number"])
+        items = [{**c, "user": c.get("user") or {"login": bot_login, "type": "Bot"}}
+                 for c in github.comments.values() if c.get("issue_number") == number]
+        per_page = min(int(request.query.get("per_page", ["30"])[-1]), 100)
+        page = int(request.query.get("page", ["1"])[-1])
+        last = max(1, -(-len(items) // per_page))
+        url = f"{github.url}{request.path}?per_page={per_page}"
+        headers = {"Link": f'<{url}&page={page + 1}>; rel="next", <{url}&page={last}>; rel="last"'} if page < last else {}
+        return FakeResponse(200, items[(page - 1) * per_page: page * per_page], headers)
+
+    github.route("GET", r"/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/issues/(?P<number>\d+)/comments", list_comments)
 

@@ -9,8 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,83 +17,11 @@ import pytest
 from bot.action.events import BOT_MARKER
 from bot.action.workflow import RunState
 from tests import action_support as payloads
+from tests.action_runner import API_KEY, FIXED_APP, REPO, TOKEN, Runner
 from tests.action_support import git, push_from_elsewhere, remote_and_clone
-from tests.fake_github import FakeGitHub
 from tests.fake_llm import FakeLLMServer, RecordedRequest, Reply
 
 pytestmark = pytest.mark.slow
-
-REPO = "Codertocat/Hello-World"
-REQUESTER = ("Codertocat", 21031067)
-TOKEN = "ghs_e2eTokenValue0123456789abcdefghijkl"
-API_KEY = "sk-ant-e2eKeyValue-0123456789abcdefghij"
-FIXED_APP = "def add(a, b):\n    return a + b\n"
-
-
-@dataclass
-class Runner:
-    """One simulated runner: workspace, temp dir, file commands, the fakes, and how to run the step."""
-
-    tmp: Path
-    remote: Path
-    workspace: Path
-    github: FakeGitHub
-    llm: FakeLLMServer
-    temp: Path
-    output: Path
-    summary: Path
-    state: Path
-
-    def env(self, event_name: str, payload: dict[str, Any], **inputs: str) -> dict[str, str]:
-        event_path = self.tmp / "event.json"
-        event_path.write_text(json.dumps(payload), encoding="utf-8")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("INPUT_", "GITHUB_", "STATE_"))}
-        env.update({
-            "GITHUB_ACTIONS": "true", "CI": "true", "GITHUB_EVENT_NAME": event_name,
-            "GITHUB_EVENT_PATH": str(event_path), "GITHUB_REPOSITORY": REPO,
-            "GITHUB_WORKSPACE": str(self.workspace), "GITHUB_SERVER_URL": "https://github.com",
-            "GITHUB_API_URL": self.github.url, "GITHUB_RUN_ID": "4242", "GITHUB_RUN_ATTEMPT": "1",
-            "GITHUB_SHA": git(self.workspace, "rev-parse", "HEAD"), "GITHUB_TOKEN": TOKEN,
-            "RUNNER_TEMP": str(self.temp), "GITHUB_OUTPUT": str(self.output),
-            "GITHUB_STEP_SUMMARY": str(self.summary), "GITHUB_STATE": str(self.state),
-            "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "actions-id-token-value-123",
-            "ANTHROPIC_BASE_URL": self.llm.anthropic_base_url,
-            "INPUT_GITHUB_TOKEN": TOKEN, "INPUT_ANTHROPIC_API_KEY": API_KEY,
-            "INPUT_MODEL": "anthropic:claude-sonnet-4-5", "INPUT_TRIGGER": "/opi", "INPUT_MODE": "push",
-            "INPUT_MAX_TURNS": "10", "INPUT_TIMEOUT_MINUTES": "5",
-        })
-        env.update({f"INPUT_{name.upper()}": value for name, value in inputs.items()})
-        return env
-
-    def run(self, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "bot", "action", *args], cwd=self.workspace, env=env,
-                              capture_output=True, text=True, timeout=90, check=False)
-
-    def outputs(self) -> dict[str, str]:
-        values: dict[str, str] = {}
-        lines = self.output.read_text(encoding="utf-8").split("\n") if self.output.exists() else []
-        i = 0
-        while i < len(lines) and lines[i]:
-            name, delimiter = lines[i].split("<<", 1)
-            end = lines.index(delimiter, i + 1)
-            values[name] = "\n".join(lines[i + 1:end])
-            i = end + 1
-        return values
-
-    def comment_bodies(self) -> list[str]:
-        return [c["body"] for c in self.github.comments.values()]
-
-
-@pytest.fixture
-def runner(tmp_path: Path, fake_llm: FakeLLMServer) -> Iterator[Runner]:
-    remote, workspace = remote_and_clone(tmp_path, branches={"feature": {"feature.txt": "feature\n"}})
-    temp = tmp_path / "runner_temp"
-    temp.mkdir()
-    with FakeGitHub(token=TOKEN) as github:
-        github.set_permission(REQUESTER[0], "write", "maintain")
-        yield Runner(tmp_path, remote, workspace, github, fake_llm, temp, temp / "output", temp / "summary.md",
-                     temp / "state")
-
 
 def _fix_script(extra_first: list[tuple[str, str, dict[str, Any]]] | None = None,
                 answer: str = "Fixed `add`: it subtracted instead of adding.") -> list[Reply]:
@@ -104,8 +30,10 @@ def _fix_script(extra_first: list[tuple[str, str, dict[str, Any]]] | None = None
 
 
 def _assert_no_secrets(*texts: str) -> None:
+    """`::add-mask::` lines are the runner's instruction to mask a value: consumed, never shown."""
     for text in texts:
-        assert TOKEN not in text and API_KEY not in text
+        shown = "\n".join(line for line in text.splitlines() if not line.startswith("::add-mask::"))
+        assert TOKEN not in shown and API_KEY not in shown
 
 
 # -- the main story ------------------------------------------------------------------------------------------
@@ -363,7 +291,8 @@ def test_post_step_finalises_a_run_that_died(runner: Runner) -> None:
     proc = runner.run(env, "--post")
     assert proc.returncode == 0, proc.stderr
     body = runner.github.comments[comment_id]["body"]
-    assert "cancelled" in body and "Nothing was pushed" in body and "s.jsonl" in body
+    assert "cancelled" in body and "Nothing was pushed" in body
+    assert "s.jsonl" not in body and "session_id=s" in body  # no container path; the marker names the session
     assert TOKEN not in session.read_text(encoding="utf-8")
     assert runner.outputs()["session_path"] == str(session)
     # A second post run (or one after a finished main step) leaves the comment alone.
@@ -533,21 +462,27 @@ def test_push_failure_still_reports_answer_diff_and_cost(runner: Runner) -> None
     proc = runner.run(runner.env("issue_comment", payloads.issue_comment("/opi fix", on_pull=True, number=7)))
     assert proc.returncode == 1
     body = runner.comment_bodies()[0]
-    assert "delivering its work failed" in body and "protected branch" in body
+    # The thread gets a short sentence; git's own words (the hook's message) go to the job log only.
+    assert "could not deliver the agent's work" in body and "protected branch" not in body
+    assert "protected branch" in proc.stderr
     assert "+    return a + b" in body and "Fixed `add`" in body and "| Turns | 2 |" in body
 
 
-def test_a_tool_cannot_read_secrets_from_its_parents_initial_environment(runner: Runner) -> None:
-    # /proc/$PPID/environ is the action process's environment as it was exec'd: scrubbing what tools get
-    # does not change it, so the action re-executes itself without the secrets before any tool runs.
+def test_a_tool_cannot_read_its_parents_environment_nor_the_brokers(runner: Runner) -> None:
+    # The agent's parent is the worker (non-dumpable: its /proc entries are closed to its own uid's tools),
+    # and the broker above it runs as another uid; neither environment holds a secret in the first place.
     runner.github.add_pull(7, head_ref="feature", repo=REPO)
-    probe = ("call_proc", "bash", {"command": "tr '\\0' '\\n' < /proc/$PPID/environ"})
+    probe = ("call_proc", "bash", {"command": "tr '\\0' '\\n' < /proc/$PPID/environ; echo; "
+                                              "for p in /proc/[0-9]*; do tr '\\0' '\\n' < $p/environ; done "
+                                              "2>/dev/null | sort -u; echo probe-done"})
     runner.llm.enqueue_many(_fix_script([probe], answer="Looked around."))
     proc = runner.run(runner.env("issue_comment", payloads.issue_comment("/opi fix", on_pull=True, number=7)))
     assert proc.returncode == 0, proc.stderr
     tool_result = json.dumps(runner.llm.requests[1].body)
-    assert "GITHUB_REPOSITORY=" in tool_result  # the probe really read the parent's environment
-    for name in ("INPUT_GITHUB_TOKEN", "INPUT_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY", "ACTIONS_RUNTIME_TOKEN"):
+    assert "probe-done" in tool_result and "Permission denied" in tool_result
+    assert "GITHUB_REPOSITORY=" in tool_result  # the probe did read environments (its own, its children's)
+    for name in ("INPUT_GITHUB_TOKEN", "INPUT_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY", "ACTIONS_RUNTIME_TOKEN",
+                 "ACTIONS_ID_TOKEN_REQUEST_TOKEN", "OPI_MODEL_PROXY_TOKEN", "GITHUB_ENV"):
         assert f"{name}=" not in tool_result
     assert "***" not in tool_result  # nothing needed redacting: the values were never there
     _assert_no_secrets(tool_result)

@@ -1,5 +1,6 @@
-"""Every GitHub call the action makes, through PyGithub against `responses`: the request sent, the success
-case and each failure (403, 404, 422, rate limit) as a clear GitHubError."""
+"""Every GitHub call the action makes, through PyGithub against `responses`: the request sent (validated
+against GitHub's OpenAPI description), the success case, each failure (403, 404, 422, rate limit) as a
+clear GitHubError, and the retries of writes on 5xx and secondary rate limits."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import responses
 
 from bot.action.github_api import GitHubClient, GitHubError
 from bot.action.redact import Redactor
+from tests.fake_github import check_run_json
+from tests.github_openapi import validate_request, validate_response
 
 API = "https://api.github.test"
 # PyGithub spells the default port out in the URLs it requests.
@@ -26,8 +29,14 @@ def mock() -> Iterator[responses.RequestsMock]:
 
 
 @pytest.fixture
-def client() -> GitHubClient:
-    return GitHubClient(TOKEN, "octo/hello", api_url=API, redact=Redactor())
+def sleeps() -> list[float]:
+    return []
+
+
+@pytest.fixture
+def client(sleeps: list[float]) -> GitHubClient:
+    # Waits are recorded, not slept: the retry tests check how long the client would have waited.
+    return GitHubClient(TOKEN, "octo/hello", api_url=API, redact=Redactor(), sleep=sleeps.append)
 
 
 def _only_call(mock: responses.RequestsMock) -> Any:
@@ -38,7 +47,10 @@ def _only_call(mock: responses.RequestsMock) -> Any:
 
 
 def _body(request: Any) -> Any:
-    return json.loads(request.body)
+    body = json.loads(request.body)
+    path = request.path_url.split("?")[0].removeprefix("/api/v3")
+    validate_request(request.method, path, body)
+    return body
 
 
 # -- permission -----------------------------------------------------------------------------------------
@@ -202,7 +214,10 @@ def test_failures_become_clear_errors(mock: responses.RequestsMock, client: GitH
         invoke(client)
     assert info.value.status == status
     assert "could not" in str(info.value)
-    assert len(mock.calls) == 1  # no retries: a failure is reported, not slept through
+    retried = method != "GET" and failure in ("rate_limit", "secondary_rate_limit")
+    # Reads are never retried; writes retry rate limits GitHub says will lift within a minute (the
+    # fixed reset above lies in the past), then report them.
+    assert len(mock.calls) == (4 if retried else 1)
 
 
 def test_error_messages_never_carry_the_token(mock: responses.RequestsMock, client: GitHubClient) -> None:
@@ -224,3 +239,164 @@ def test_missing_token_and_bad_repo_are_named() -> None:
         GitHubClient("", "octo/hello")
     with pytest.raises(GitHubError, match="OWNER/NAME"):
         GitHubClient(TOKEN, "hello")
+
+
+# -- retries of writes --------------------------------------------------------------------------------------
+def test_a_write_is_retried_with_backoff_on_5xx(mock: responses.RequestsMock, client: GitHubClient,
+                                                sleeps: list[float]) -> None:
+    url = f"{BASE}/issues/5/comments"
+    mock.post(url, status=502, json={"message": "Bad Gateway"})
+    mock.post(url, status=503, json={"message": "Unavailable"})
+    mock.post(url, status=201, json={"id": 7, "html_url": "https://github.com/octo/hello/issues/5#issuecomment-7"})
+    assert client.create_comment(5, "report").id == 7
+    assert len(mock.calls) == 3 and sleeps == [1.0, 2.0]
+
+
+def test_a_write_gives_up_after_the_last_attempt(mock: responses.RequestsMock, client: GitHubClient,
+                                                 sleeps: list[float]) -> None:
+    mock.patch(f"{BASE}/issues/comments/9", status=500, json={"message": "Server Error"})
+    with pytest.raises(GitHubError, match="could not edit comment 9: HTTP 500") as info:
+        client.edit_comment(9, "x")
+    assert info.value.status == 500 and len(mock.calls) == 4 and sleeps == [1.0, 2.0, 4.0]
+
+
+@pytest.mark.parametrize("status", [403, 429])
+def test_a_write_honours_retry_after_of_a_secondary_rate_limit(mock: responses.RequestsMock, client: GitHubClient,
+                                                               sleeps: list[float], status: int) -> None:
+    url = f"{BASE}/issues/comments/9"
+    mock.patch(url, status=status, json={"message": "You have exceeded a secondary rate limit."},
+               headers={"Retry-After": "7"})
+    mock.patch(url, json={"id": 9, "body": "x"})
+    client.edit_comment(9, "x")
+    assert sleeps == [7.0] and len(mock.calls) == 2
+
+
+def test_a_secondary_rate_limit_without_headers_waits_a_minute(mock: responses.RequestsMock,
+                                                               client: GitHubClient, sleeps: list[float]) -> None:
+    url = f"{BASE}/issues/5/comments"
+    mock.post(url, status=403, json={"message": "You have exceeded a secondary rate limit. Please wait."})
+    mock.post(url, status=201, json={"id": 7, "html_url": "h"})
+    client.create_comment(5, "x")
+    assert sleeps == [60.0]
+
+
+def test_a_primary_rate_limit_resetting_later_is_not_slept_through(mock: responses.RequestsMock,
+                                                                   client: GitHubClient, sleeps: list[float]) -> None:
+    import time
+
+    reset = int(time.time()) + 3600
+    mock.post(f"{BASE}/issues/5/comments", status=403, json={"message": "API rate limit exceeded"},
+              headers={"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(reset)})
+    with pytest.raises(GitHubError, match=f"resets at epoch {reset}") as info:
+        client.create_comment(5, "x")
+    assert sleeps == [] and len(mock.calls) == 1 and info.value.rate_limited
+
+
+def test_a_progress_edit_without_retry_reports_the_wait(mock: responses.RequestsMock, client: GitHubClient,
+                                                        sleeps: list[float]) -> None:
+    mock.patch(f"{BASE}/issues/comments/9", status=429, json={"message": "secondary rate limit"},
+               headers={"Retry-After": "30"})
+    with pytest.raises(GitHubError) as info:
+        client.edit_comment(9, "x", retry=False)
+    assert info.value.retry_after == 30.0 and info.value.rate_limited and sleeps == []
+
+
+def test_a_forbidden_write_is_not_retried(mock: responses.RequestsMock, client: GitHubClient,
+                                          sleeps: list[float]) -> None:
+    mock.post(f"{BASE}/pulls", status=403, json={"message": "Resource not accessible by integration"})
+    with pytest.raises(GitHubError, match="HTTP 403: Resource not accessible"):
+        client.create_pull(title="t", body="b", head="h", base="main")
+    assert sleeps == [] and len(mock.calls) == 1
+
+
+def test_reads_are_never_retried(mock: responses.RequestsMock, client: GitHubClient, sleeps: list[float]) -> None:
+    mock.get(f"{BASE}/pulls/4", status=502, json={"message": "Bad Gateway"})
+    with pytest.raises(GitHubError, match="HTTP 502"):
+        client.get_pull(4)
+    assert sleeps == [] and len(mock.calls) == 1
+
+
+# -- new endpoints --------------------------------------------------------------------------------------------
+def _check_run_json(run_id: int, name: str, conclusion: str | None, *, slug: str = "github-actions",
+                    details_url: str | None = None, output: dict[str, Any] | None = None) -> dict[str, Any]:
+    return check_run_json(run_id, name, conclusion, head_sha="c" * 40, app_slug=slug, repo="octo/hello",
+                          details_url=details_url, output=output)
+
+
+def test_check_runs_parse_app_details_url_and_output(mock: responses.RequestsMock, client: GitHubClient) -> None:
+    body = {"total_count": 2, "check_runs": [
+        _check_run_json(11, "test (3.12)", "failure"),
+        _check_run_json(12, "circleci", "failure", slug="circleci-checks", details_url="https://circleci.com/x",
+                        output={"title": "1 failed", "summary": "sum", "text": "long text"}),
+    ]}
+    validate_response("GET", "/repos/octo/hello/commits/abc/check-runs", 200, body)
+    mock.get(f"{BASE}/commits/{'c' * 40}/check-runs", json=body)
+    first, second = client.check_runs("c" * 40)
+    assert (first.id, first.app_slug, first.failed) == (11, "github-actions", True)
+    assert first.details_url.endswith("/job/11")
+    assert (second.app_slug, second.output_title, second.output_text) == ("circleci-checks", "1 failed", "long text")
+    request = _only_call(mock)
+    assert "filter=latest" in request.url and "per_page=100" in request.url
+
+
+def test_check_runs_follow_pages(mock: responses.RequestsMock, client: GitHubClient) -> None:
+    runs = [_check_run_json(i, f"job {i}", "success") for i in range(150)]
+    url = f"{BASE}/commits/main/check-runs"
+    mock.get(url, json={"total_count": 150, "check_runs": runs[:100]},
+             match=[responses.matchers.query_param_matcher({"filter": "latest", "per_page": "100", "page": "1"})])
+    mock.get(url, json={"total_count": 150, "check_runs": runs[100:]},
+             match=[responses.matchers.query_param_matcher({"filter": "latest", "per_page": "100", "page": "2"})])
+    assert [run.id for run in client.check_runs("main")] == list(range(150))
+
+
+def test_reply_to_review_comment(mock: responses.RequestsMock, client: GitHubClient) -> None:
+    mock.post(f"{BASE}/pulls/4/comments/12/replies", status=201,
+              json={"id": 13, "html_url": "https://github.com/octo/hello/pull/4#discussion_r13"})
+    ref = client.reply_to_review_comment(4, 12, f"done {TOKEN}")
+    assert ref.id == 13 and ref.html_url.endswith("discussion_r13")
+    assert _body(_only_call(mock)) == {"body": "done ***"}
+
+
+def test_edit_review_comment(mock: responses.RequestsMock, client: GitHubClient) -> None:
+    mock.patch(f"{BASE}/pulls/comments/13", json={"id": 13})
+    client.edit_review_comment(13, "final")
+    assert _body(_only_call(mock)) == {"body": "final"}
+
+
+def test_pull_commits_and_labels(mock: responses.RequestsMock, client: GitHubClient) -> None:
+    mock.get(f"{BASE}/pulls/4/commits", json=[
+        {"sha": "a" * 40, "author": {"login": "opi-app[bot]"},
+         "commit": {"message": "fix: x", "author": {"email": "9+opi-app[bot]@users.noreply.github.com"},
+                    "committer": {"email": "9+opi-app[bot]@users.noreply.github.com"}}},
+        {"sha": "b" * 40, "author": None, "commit": {"message": "wip", "author": {"email": "me@example.com"},
+                                                     "committer": {"email": "me@example.com"}}},
+    ])
+    mock.get(f"{BASE}/issues/4/labels", json=[{"id": 1, "name": "opi-autofix"}, {"id": 2, "name": "bug"}])
+    first, second = client.pull_commits(4)
+    assert first.author_login == "opi-app[bot]" and first.author_email.startswith("9+")
+    assert second.author_login == "" and second.message == "wip"
+    assert client.pull_labels(4) == ("opi-autofix", "bug")
+
+
+NEW_READS: dict[str, tuple[str, Callable[[GitHubClient], object]]] = {
+    "check_runs": (f"{BASE}/commits/main/check-runs", lambda c: c.check_runs("main")),
+    "pull_commits": (f"{BASE}/pulls/4/commits", lambda c: c.pull_commits(4)),
+    "pull_labels": (f"{BASE}/issues/4/labels", lambda c: c.pull_labels(4)),
+    "job_log": (f"{BASE}/actions/jobs/5/logs", lambda c: c.job_log(5)),
+}
+
+
+@pytest.mark.parametrize("call", sorted(NEW_READS))
+@pytest.mark.parametrize("status", [403, 404, 410])
+def test_new_reads_fail_clearly(mock: responses.RequestsMock, client: GitHubClient, call: str,
+                                status: int) -> None:
+    url, invoke = NEW_READS[call]
+    mock.get(url, status=status, json={"message": f"nope {TOKEN}"})
+    with pytest.raises(GitHubError, match=rf"could not .*HTTP {status}: nope \*\*\*") as info:
+        invoke(client)
+    assert info.value.status == status and len(mock.calls) == 1
+
+
+def test_a_job_log_served_directly_is_read(mock: responses.RequestsMock, client: GitHubClient) -> None:
+    mock.get(f"{BASE}/actions/jobs/5/logs", body="2026-01-01T00:00:00Z hello\n", content_type="text/plain")
+    assert client.job_log(5) == "2026-01-01T00:00:00Z hello\n"

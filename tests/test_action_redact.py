@@ -5,10 +5,15 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 from pathlib import Path
+from urllib.parse import quote, quote_plus
+
+import pytest
 
 from bot.action.redact import MASK, Redactor
 from bot.action.workflow import append_summary, write_output
+from tests.action_support import parse_github_output
 
 TOKEN = "ghs_abcdefghijklmnopqrstuvwxyz0123456789"
 KEY = "sk-ant-api03-verysecretkeymaterial-0123456789"
@@ -53,8 +58,20 @@ def test_mask_registers_and_tells_the_runner() -> None:
     redact = Redactor()
     out = io.StringIO()
     redact.mask("derived-secret-1\nsecond-line-2", out)
-    assert out.getvalue() == "::add-mask::derived-secret-1\n::add-mask::second-line-2\n"
+    commands = out.getvalue().splitlines()
+    assert all(line.startswith("::add-mask::") for line in commands)
+    masked = {_runner_unescape(line.removeprefix("::add-mask::")) for line in commands}
+    assert {"derived-secret-1", "second-line-2", "derived-secret-1\nsecond-line-2"} <= masked
+    assert base64.b64encode(b"derived-secret-1").decode() in masked
     assert redact("derived-secret-1") == MASK
+    again = io.StringIO()
+    redact.mask("derived-secret-1", again)
+    assert again.getvalue() == ""  # nothing new to tell
+
+
+def _runner_unescape(data: str) -> str:
+    """What the Actions runner registers for `::add-mask::DATA` (ActionCommand.UnescapeData)."""
+    return data.replace("%0D", "\r").replace("%0A", "\n").replace("%25", "%")
 
 
 def test_value_redacts_nested_json() -> None:
@@ -87,21 +104,87 @@ def test_outputs_and_summary_are_redacted_and_multiline_safe(tmp_path: Path) -> 
     write_output(output, "turns", "3", redact)
     text = output.read_text(encoding="utf-8")
     assert TOKEN not in text
-    assert _parse_outputs(text) == {"answer": f"line one\nline two {MASK}\nEOF\n", "turns": "3"}
+    assert parse_github_output(text) == {"answer": f"line one\nline two {MASK}\nEOF\n", "turns": "3"}
     summary = tmp_path / "summary.md"
     append_summary(summary, f"cost {TOKEN}", redact)
     assert summary.read_text(encoding="utf-8") == f"cost {MASK}\n"
     write_output(None, "x", "y", redact)  # no GITHUB_OUTPUT: nothing to do, no error
 
 
-def _parse_outputs(text: str) -> dict[str, str]:
-    """The runner's parser for `name<<DELIM` blocks."""
-    values: dict[str, str] = {}
-    lines = text.split("\n")
-    i = 0
-    while i < len(lines) and lines[i]:
-        name, delimiter = lines[i].split("<<", 1)
-        end = lines.index(delimiter, i + 1)
-        values[name] = "\n".join(lines[i + 1:end])
-        i = end + 1
-    return values
+# -- encoded forms ---------------------------------------------------------------------------------------
+ODD = "p@ss/w+rd=&?\"quoted\"\\ and space-0123"  # every character some encoding changes
+
+
+def _forms_of(value: str) -> dict[str, str]:
+    """The encodings an attacker gets for free from a shell or a standard library."""
+    raw = value.encode()
+    return {
+        "raw": value,
+        "base64": base64.b64encode(raw).decode(),
+        "base64 unpadded": base64.b64encode(raw).decode().rstrip("="),
+        "urlsafe base64": base64.urlsafe_b64encode(raw).decode(),
+        "quote": quote(value, safe=""),
+        "quote default": quote(value),
+        "quote_plus": quote_plus(value),
+        "lower-case percent": re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), quote(value, safe="")),
+        "json": json.dumps(value)[1:-1],
+        "json ascii": json.dumps(value + "é", ensure_ascii=True)[1:-1],
+        "checkout header": base64.b64encode(f"x-access-token:{value}".encode()).decode(),
+        "user:token": base64.b64encode(f"someone:{value}".encode()).decode(),
+    }
+
+
+@pytest.mark.parametrize("value", [TOKEN, KEY, ODD])
+def test_every_encoded_form_is_masked(value: str) -> None:
+    redact = Redactor([value])
+    for name, form in _forms_of(value).items():
+        masked = redact(f"before {form} after")
+        assert MASK in masked, name
+        assert value not in masked and form not in masked, name
+
+
+@pytest.mark.parametrize("value", [TOKEN, ODD])
+@pytest.mark.parametrize("prefix", [b"", b"a", b"ab", b"abc", b"user:", b"x-access-token:"])
+def test_base64_of_the_value_inside_longer_data_is_masked_at_every_alignment(value: str, prefix: bytes) -> None:
+    encoded = base64.b64encode(prefix + value.encode() + b"\nmore data after it").decode()
+    masked = Redactor([value])(f"blob: {encoded}")
+    assert MASK in masked
+    # Whatever is left around the mask decodes to at most a few bytes of the value.
+    for piece in masked.removeprefix("blob: ").split(MASK):
+        assert len(piece) < 8 or value.encode() not in _b64decode_loose(piece)
+
+
+def _b64decode_loose(text: str) -> bytes:
+    text = text[: len(text) - len(text) % 4]
+    return base64.b64decode(text + "=" * (-len(text) % 4)) if text else b""
+
+
+def test_checkout_header_is_masked_whole() -> None:
+    header = base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()
+    assert Redactor([TOKEN])(f"AUTHORIZATION: basic {header}") == f"AUTHORIZATION: basic {MASK}"
+
+
+def test_mask_commands_cover_every_form_and_survive_the_runners_unescaping() -> None:
+    redact = Redactor([ODD, TOKEN])
+    commands = redact.mask_commands()
+    assert all(line.startswith("::add-mask::") and "\n" not in line for line in commands)
+    registered = {_runner_unescape(line.removeprefix("::add-mask::")) for line in commands}
+    for value in (ODD, TOKEN):
+        for name, form in _forms_of(value).items():
+            if name in ("lower-case percent", "json ascii", "user:token", "base64 unpadded"):
+                continue  # covered by other forms: checked through masking above
+            assert form in registered, (value, name)
+    percent = quote(ODD, safe="")
+    assert f"::add-mask::{percent.replace('%', '%25')}" in commands  # escaped, or the runner decodes it
+
+
+def test_short_values_register_no_forms() -> None:
+    redact = Redactor(["abc"])
+    assert redact.mask_commands() == []
+    assert redact(base64.b64encode(b"abc").decode()) == "YWJj"
+
+
+def test_ordinary_text_is_left_alone() -> None:
+    redact = Redactor([TOKEN, KEY, ODD])
+    text = "def parse(text: str) -> list[str]:\n    return text.split('/')  # see https://example.com?a=b\n"
+    assert redact(text) == text

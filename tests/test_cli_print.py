@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from bot.llm.messages import Usage
-from tests.fake_llm import ErrorReply, FakeLLMServer, Reply
+from tests.fake_llm import ErrorReply, FakeLLMServer, RecordedRequest, Reply
 
 pytestmark = pytest.mark.slow
 
@@ -223,15 +223,20 @@ def test_max_cost_limit_exits_1(fake_llm: FakeLLMServer, workspace: Path, tmp_pa
 
 
 def test_interrupt_exits_130(fake_llm: FakeLLMServer, workspace: Path, tmp_path: Path) -> None:
-    fake_llm.enqueue(Reply(text="a slow answer " * 20, chunks=40, delay=0.2))
+    # The answer takes 8 s to stream, so a Ctrl+C sent once the request has arrived lands mid-answer.
+    # (Text mode shows nothing while streaming; the --json twin below waits for streamed text first.)
+    asked = threading.Event()
+
+    def slow_answer(request: RecordedRequest) -> Reply:
+        asked.set()
+        return Reply(text="a slow answer " * 20, chunks=40, delay=0.2)
+
+    fake_llm.responder = slow_answer
     proc = subprocess.Popen([sys.executable, "-m", "bot", "-p", "hi"], cwd=workspace,
                             env=opi_env(fake_llm, tmp_path), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while not fake_llm.requests and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.3)  # let a few deltas arrive
+        assert asked.wait(timeout=30), "opi never sent its request"
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=30)
     finally:

@@ -12,6 +12,7 @@ import pytest
 from bot.agent import events as ev
 from bot.agent.compaction import (
     CompactionConfig,
+    CompactionResult,
     Compactor,
     TokenCounter,
     choose_cut,
@@ -71,6 +72,14 @@ def is_summary_request(request: ModelRequest) -> bool:
 
 def request_tokens(request: ModelRequest) -> int:
     return request_overhead(request.system, request.tools) + sum(estimate_tokens(m) for m in request.messages)
+
+
+def compact_now(agent: Agent, config: CompactionConfig, instructions: str | None = None) -> CompactionResult | None:
+    """`/compact` on a finished run: a compactor with `config`, called through the loop's protocol."""
+    agent.compactor = Compactor(config)
+    result = agent.compact("manual", instructions)
+    assert result is None or isinstance(result, CompactionResult)
+    return result
 
 
 def reading_agent(tmp_path: Path, turns: int, *, threshold: int, keep: int = 20_000,
@@ -210,9 +219,8 @@ def test_the_entry_is_persisted_before_the_context_changes(tmp_path: Path) -> No
     before = conversation.context()
     session.close()
     session.path = Path("/dev/full")  # every write now fails with ENOSPC
-    compactor = Compactor(CompactionConfig(keep_recent_tokens=10))
     with pytest.raises(SessionError, match="cannot write the session"):
-        compactor.compact_agent(agent, "manual")
+        compact_now(agent, CompactionConfig(keep_recent_tokens=10))
     assert [m.model_dump() for m in conversation.context()] == [m.model_dump() for m in before]
 
 
@@ -251,8 +259,7 @@ def test_manual_compaction_passes_instructions_and_counts(tmp_path: Path) -> Non
 
     agent, _, _, events = reading_agent(tmp_path, 4, threshold=100_000, summary=summary)
     agent.run("Read four files.")
-    result = Compactor(CompactionConfig(keep_recent_tokens=10)).compact_agent(agent, "manual",
-                                                                              "focus on file sizes")
+    result = compact_now(agent, CompactionConfig(keep_recent_tokens=10), "focus on file sizes")
     assert result is not None and agent.compactions == 1 and result.reason == "manual"
     assert "Additional focus requested by the user: focus on file sizes" in seen[0]
     assert agent.conversation.context()[0].text.startswith(COMPACTION_SUMMARY_PREFIX)
@@ -283,15 +290,19 @@ def test_a_single_huge_turn_is_split_and_every_request_stays_under_the_bound(tmp
     assert len([r for r in model.requests if is_summary_request(r)]) >= 2  # chunked summary
 
 
-def test_without_a_session_conversation_compaction_warns_once(tmp_path: Path) -> None:
-    model = ScriptedModel(lambda request: reply("hi"))
+def test_an_in_memory_conversation_compacts_like_a_session_backed_one(tmp_path: Path) -> None:
+    model = ScriptedModel(lambda request: reply("hi") if request.system == "sys" else reply("## Goal\nin memory"))
     agent = Agent(model, [], ToolContext(workspace=tmp_path), "sys", conversation=InMemoryConversation(),
                   compactor=Compactor(CompactionConfig(threshold_tokens=1)))
     events: list[ev.Event] = []
     agent.subscribe(events.append)
     agent.run("one")
-    agent.run("two")
-    assert len([e for e in events if isinstance(e, ev.Warning) and "compaction" in e.message]) == 1
+    result = agent.run("two")
+    assert result.compactions >= 1 and result.final_text == "hi"
+    assert any(isinstance(e, ev.CompactionEnd) for e in events)
+    assert agent.conversation.context()[0].text.startswith(COMPACTION_SUMMARY_PREFIX)
+    assert not [e for e in events if isinstance(e, ev.Warning) and "session-backed" in e.message]
+    assert list(tmp_path.iterdir()) == []  # nothing was written anywhere
 
 
 # -- opi compact SESSION -----------------------------------------------------------------------------
@@ -348,7 +359,7 @@ def test_modified_files_move_out_of_the_read_list(tmp_path: Path) -> None:
     agent = Agent(model, [ReadTool(), EditTool(), WriteTool()], ToolContext(workspace=tmp_path), "sys",
                   conversation=SessionConversation(session), compactor=Compactor())
     assert agent.run("edit").outcome is Outcome.COMPLETED
-    Compactor(CompactionConfig(keep_recent_tokens=1)).compact_agent(agent)
+    compact_now(agent, CompactionConfig(keep_recent_tokens=1))
     latest = session.latest_compaction()
     assert latest is not None
     assert latest["details"] == {"read_files": [], "modified_files": ["a.py", "b.py"]}
@@ -410,7 +421,7 @@ def test_a_summary_failing_on_a_later_chunk_still_counts_the_calls_that_were_mad
         conversation.append(reply(f"ack {i}"))
     agent = Agent(model, [], ToolContext(workspace=tmp_path), "sys", conversation=conversation,
                   retry=RetryPolicy(max_retries=0))
-    result = Compactor(CompactionConfig(threshold_tokens=8_000, keep_recent_tokens=500)).compact_agent(agent)
+    result = compact_now(agent, CompactionConfig(threshold_tokens=8_000, keep_recent_tokens=500))
     assert result is not None and result.fallback and summary_calls["n"] == 2
     assert "second chunk refused" in str(result.error)
     assert result.usage.input == 11 and agent.usage.input == 11

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bot.agent import events as ev
 from bot.agent.compaction import CompactionConfig, Compactor
 from bot.agent.loop import Agent, Limits, Outcome
@@ -152,3 +154,64 @@ def _assistants(events: list[ev.Event]) -> list[AssistantMessage]:
 def result_message(agent: Agent) -> AssistantMessage:
     assert agent.last_assistant is not None
     return agent.last_assistant
+
+
+# -- where compaction fires -------------------------------------------------------------------------------
+
+TRIGGER_THRESHOLD = 8_000
+
+
+def wire_tokens(model: AnthropicModel, request: ModelRequest) -> float:
+    """A request's size as the scripted server counts it: body bytes / 4."""
+    body = json.dumps(model.build_body(request), separators=(",", ":"), ensure_ascii=False)
+    return len(body.encode("utf-8")) / 4
+
+
+@pytest.mark.parametrize(("output_bytes", "tool_turns"), [(300, 110), (8_192, 24)],
+                         ids=["short-tool-turns", "8KB-tool-outputs"])
+def test_compaction_fires_at_the_real_size_never_above_the_bound(
+        tmp_path: Path, fake_llm: FakeLLMServer, output_bytes: int, tool_turns: int) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    line = "0123456789 abcdefghij \"quoted\" and\ttabbed\n"  # escapes make the wire longer than the text
+    (workspace / "data.txt").write_text(line * (output_bytes // len(line)))
+    turns = {"n": 0}
+
+    def respond(request: RecordedRequest) -> Reply:
+        if not request.body.get("tools"):
+            return Reply(text="## Goal\nRead data.txt again and again.\n\n## Next Steps\n1. Keep reading.")
+        turns["n"] += 1
+        if turns["n"] > tool_turns:
+            return Reply(text="Done reading.")
+        return Reply(text=f"Reading, turn {turns['n']}.", tool_calls=[(f"toolu_{turns['n']:03d}", "read",
+                                                                        {"path": "data.txt"})])
+
+    fake_llm.responder = respond
+    info = ModelInfo(provider="anthropic", id="claude-test", api="anthropic", context_window=200_000,
+                     max_output_tokens=1_024)
+    provider = AnthropicModel(info, api_key="test-key", base_url=fake_llm.anthropic_base_url)
+    model = Recording(provider)
+    agent = Agent(model, [ReadTool()], ToolContext(workspace=workspace), "You are a careful coding agent.",
+                  limits=Limits(max_turns=tool_turns + 1), retry=RetryPolicy(max_retries=0),
+                  conversation=SessionConversation(Session.in_memory(workspace)),
+                  compactor=Compactor(CompactionConfig(threshold_tokens=TRIGGER_THRESHOLD,
+                                                       keep_recent_tokens=2_000)))
+    would_have_sent: list[float] = []
+
+    def on_event(event: ev.Event) -> None:
+        if isinstance(event, ev.CompactionStart):  # the request compaction replaced, measured for real
+            request = ModelRequest(system=agent.system_prompt, messages=agent.conversation.context(),
+                                   tools=agent.tool_specs(), max_output_tokens=info.max_output_tokens)
+            would_have_sent.append(wire_tokens(provider, request))
+
+    agent.subscribe(on_event)
+    result = agent.run("Read data.txt once per turn until told otherwise.")
+
+    assert result.outcome is Outcome.COMPLETED, result.error
+    turn_requests = [r for r in fake_llm.requests if r.body.get("tools")]
+    # the measure is the server's own: body bytes / 4
+    assert [wire_tokens(provider, r) for r in model.requests if r.tools] == [len(r.raw) / 4 for r in turn_requests]
+    assert result.compactions >= 2 and len(would_have_sent) == result.compactions
+    assert max(len(r.raw) / 4 for r in fake_llm.requests) <= TRIGGER_THRESHOLD  # never above
+    for size in would_have_sent:  # and not early: within 10% below the bound, or over it
+        assert size > 0.9 * TRIGGER_THRESHOLD, (size, would_have_sent)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,14 +20,6 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    root = tmp_path / "repo"
-    root.mkdir()
-    subprocess.run(["git", "init", "-q", str(root)], check=True, timeout=30)
-    return root
 
 
 def global_config(home: Path) -> Path:
@@ -123,6 +114,9 @@ def test_unknown_nested_key(repo: Path) -> None:
     ('tools = "read"', "tools"),
     ("max_cost_usd = -1", "max_cost_usd"),
     ("[retry]\nmax_retries = -1", "retry.max_retries"),
+    ('[retry]\nmax_retries = "3"', "retry.max_retries"),
+    ("[retry]\nbackoff = 2", "retry.backoff"),
+    ("[compaction]\nsummary_max_tokens = 0", "compaction.summary_max_tokens"),
 ])
 def test_wrong_types_name_the_key(repo: Path, toml: str, key: str) -> None:
     path = write(repo / ".opi" / "config.toml", toml + "\n")
@@ -212,3 +206,20 @@ def test_appended_prompts_accumulate_across_files_and_flags(repo: Path) -> None:
     write(repo / ".opi" / "config.toml", 'append_system_prompt = ["from the file"]\n')
     settings = load_settings(repo, env={}, flags={"append_system_prompt": ["from the flag"]})
     assert settings.append_system_prompt == ["from the file", "from the flag"]
+
+
+def test_the_config_tables_are_what_the_agent_runs_with(repo: Path) -> None:
+    """One definition each: `[compaction]` is the compactor's config, `[retry]` the retry policy, and the
+    thinking levels are the model layer's."""
+    from bot.agent.compaction import CompactionConfig
+    from bot.llm.base import THINKING_LEVELS
+    from bot.llm.retry import RetryPolicy
+
+    write(repo / ".opi" / "config.toml", "thinking = \"medium\"\n[compaction]\nthreshold_tokens = 9000\n"
+          "summary_max_tokens = 512\n[retry]\nmax_retries = 2\nmax_retry_after = 30.0\n")
+    settings = load_settings(repo, env={})
+    assert isinstance(settings.compaction, CompactionConfig) and isinstance(settings.retry, RetryPolicy)
+    assert settings.compaction.threshold(200_000) == 9_000
+    assert settings.compaction.summary_budget(9_000) == 512
+    assert (settings.retry.max_retries, settings.retry.max_retry_after) == (2, 30.0)
+    assert settings.thinking == "medium" and THINKING_LEVELS == ("off", "low", "medium", "high")

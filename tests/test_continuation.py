@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,25 +17,23 @@ import pytest
 from bot.action.artifacts import Backoff
 from bot.action.continuation import (
     PreviousSession,
+    ReportMarker,
+    marker,
+    parse_marker,
     publish_session,
     restore_previous_session,
 )
 from bot.agent.session import Session
 from bot.llm.messages import AssistantMessage, TextContent, UserMessage
 from tests import action_support as payloads
-from tests.action_support import git, remote_and_clone
+from tests.action_support import git, parse_github_output, remote_and_clone
+from tests.conftest import ARTIFACT_TOKEN
 from tests.fake_artifacts import FakeArtifactService, mount_on
 from tests.fake_github import FakeGitHub
 from tests.fake_llm import FakeLLMServer, Reply
 
-TOKEN = "ghs_fake_token"
+TOKEN = ARTIFACT_TOKEN  # what the shared `fake_artifacts` fixture accepts
 FAST = Backoff(attempts=2, base_delay=0.01, max_delay=0.02)
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeArtifactService]:
-    with FakeArtifactService(rest_token=TOKEN) as service:
-        yield service
 
 
 def recorded_session(directory: Path, text: str) -> Path:
@@ -55,25 +52,28 @@ def zipped(path: Path) -> bytes:
     return buffer.getvalue()
 
 
-def restore(fake: FakeArtifactService, tmp_path: Path, number: int | None = 4, run_id: int | None = 300,
-            token: str = TOKEN, logged: list[str] | None = None) -> PreviousSession:
-    return restore_previous_session(fake.repo, token, number, tmp_path / "restored", api_url=fake.base_url,
-                                    run_id=run_id, backoff=FAST,
+def restore(service: FakeArtifactService, tmp_path: Path, number: int | None = 4, run_id: int | None = 300,
+            token: str = TOKEN, logged: list[str] | None = None, bot_login: str | None = None) -> PreviousSession:
+    return restore_previous_session(service.repo, token, number, tmp_path / "restored", api_url=service.base_url,
+                                    run_id=run_id, backoff=FAST, bot_login=bot_login,
                                     log=(logged.append if logged is not None else None))
 
 
-def test_the_newest_trusted_live_session_of_the_thread_is_restored(fake: FakeArtifactService, tmp_path: Path) -> None:
+def test_the_newest_trusted_live_session_of_the_thread_is_restored(fake_artifacts: FakeArtifactService,
+                                                                   tmp_path: Path) -> None:
     older = recorded_session(tmp_path, "older")
     newer = recorded_session(tmp_path, "newer")
-    fake.add_artifact("opi-session-4-100", zipped(older), run_id=100, age_minutes=60)
-    fake.add_artifact("opi-session-4-200", zipped(newer), run_id=200, age_minutes=30)
-    fake.add_artifact("opi-session-4-250", zipped(newer), run_id=250, age_minutes=20, expired=True)
+    fake_artifacts.add_artifact("opi-session-4-100", zipped(older), run_id=100, age_minutes=60)
+    fake_artifacts.add_artifact("opi-session-4-200", zipped(newer), run_id=200, age_minutes=30)
+    fake_artifacts.add_artifact("opi-session-4-250", zipped(newer), run_id=250, age_minutes=20, expired=True)
     # A fork PR's workflow can upload an artifact with a matching name: never continued.
-    fake.add_artifact("opi-session-4-270", zipped(older), run_id=270, age_minutes=15, from_fork=True)
-    fake.add_artifact("opi-session-44-260", zipped(older), run_id=260, age_minutes=10)  # another thread
-    fake.add_artifact("opi-session-4-300", zipped(older), run_id=300, age_minutes=1)  # this very run
+    fake_artifacts.add_artifact("opi-session-4-270", zipped(older), run_id=270, age_minutes=15,
+                                from_fork=True)
+    # another thread, then this very run
+    fake_artifacts.add_artifact("opi-session-44-260", zipped(older), run_id=260, age_minutes=10)
+    fake_artifacts.add_artifact("opi-session-4-300", zipped(older), run_id=300, age_minutes=1)
     logged: list[str] = []
-    previous = restore(fake, tmp_path, logged=logged)
+    previous = restore(fake_artifacts, tmp_path, logged=logged)
     assert previous.found and previous.artifact is not None and previous.path is not None
     assert previous.artifact.name == "opi-session-4-200"
     assert previous.path.read_bytes() == newer.read_bytes()
@@ -81,26 +81,27 @@ def test_the_newest_trusted_live_session_of_the_thread_is_restored(fake: FakeArt
     assert any("continuing session from artifact opi-session-4-200" in line for line in logged)
 
 
-def test_nothing_to_continue(fake: FakeArtifactService, tmp_path: Path) -> None:
-    previous = restore(fake, tmp_path)
+def test_nothing_to_continue(fake_artifacts: FakeArtifactService, tmp_path: Path) -> None:
+    previous = restore(fake_artifacts, tmp_path)
     assert not previous.found and previous.note == ""
-    assert not restore(fake, tmp_path, number=None).found
-    assert fake.requests_to("/actions/artifacts") and len(fake.requests_to("/actions/artifacts")) == 1
+    assert not restore(fake_artifacts, tmp_path, number=None).found
+    assert len(fake_artifacts.requests_to("/actions/artifacts")) == 1
 
 
-def test_a_failed_lookup_is_a_note_not_a_failure(fake: FakeArtifactService, tmp_path: Path) -> None:
-    previous = restore(fake, tmp_path, token="wrong")
+def test_a_failed_lookup_is_a_note_not_a_failure(fake_artifacts: FakeArtifactService, tmp_path: Path) -> None:
+    previous = restore(fake_artifacts, tmp_path, token="wrong")
     assert not previous.found
-    assert "could not continue the earlier session of #4" in previous.note
-    assert "HTTP 401" in previous.note
+    assert "could not be continued (the job log says why)" in previous.note
+    assert "HTTP 401" in previous.detail and "HTTP 401" not in previous.note
 
 
-def test_an_artifact_that_is_not_a_session_is_refused(fake: FakeArtifactService, tmp_path: Path) -> None:
+def test_an_artifact_that_is_not_a_session_is_refused(fake_artifacts: FakeArtifactService,
+                                                      tmp_path: Path) -> None:
     junk = tmp_path / "junk.jsonl"
     junk.write_text('{"type": "message"}\n')
-    fake.add_artifact("opi-session-4-100", zipped(junk), run_id=100)
-    previous = restore(fake, tmp_path)
-    assert not previous.found and "not a session header" in previous.note
+    fake_artifacts.add_artifact("opi-session-4-100", zipped(junk), run_id=100)
+    previous = restore(fake_artifacts, tmp_path)
+    assert not previous.found and "not a session header" in previous.detail
 
 
 def github_env(**extra: str) -> dict[str, str]:
@@ -109,27 +110,34 @@ def github_env(**extra: str) -> dict[str, str]:
 
 
 def test_published_session_section_has_the_link_and_the_resume_commands(
-        fake: FakeArtifactService, tmp_path: Path) -> None:
+        fake_artifacts: FakeArtifactService, tmp_path: Path) -> None:
     path = recorded_session(tmp_path, "done")
-    env = github_env(ACTIONS_RUNTIME_TOKEN=fake.runtime_token(), ACTIONS_RESULTS_URL=fake.base_url,
-                     GITHUB_RUN_ID=str(fake.run_id))
+    env = github_env(ACTIONS_RUNTIME_TOKEN=fake_artifacts.runtime_token(),
+                     ACTIONS_RESULTS_URL=fake_artifacts.base_url, GITHUB_RUN_ID=str(fake_artifacts.run_id))
     published = publish_session(path, "sess-1", env, number=4, backoff=FAST)
     assert published.upload is not None and published.upload.ok
-    url = f"https://github.com/octo/repo/actions/runs/{fake.run_id}/artifacts/{published.upload.artifact_id}"
+    run_id = fake_artifacts.run_id
+    url = f"https://github.com/octo/repo/actions/runs/{run_id}/artifacts/{published.upload.artifact_id}"
     assert published.upload.url == url
-    assert f"[opi-session-4-{fake.run_id}]({url})" in published.markdown
+    assert f"[opi-session-4-{run_id}]({url})" in published.markdown
     assert f"opi pull {url}\nopi --resume sess-1" in published.markdown
-    assert f"gh run download {fake.run_id} -R octo/repo -n opi-session-4-{fake.run_id}" in published.markdown
+    assert f"gh run download {run_id} -R octo/repo -n opi-session-4-{run_id}" in published.markdown
 
 
-def test_failed_upload_is_reported_in_the_section(fake: FakeArtifactService, tmp_path: Path) -> None:
+def test_failed_upload_is_reported_in_the_section(fake_artifacts: FakeArtifactService,
+                                                  tmp_path: Path) -> None:
     path = recorded_session(tmp_path, "done")
-    fake.fail("CreateArtifact", 500, times=5)
-    env = github_env(ACTIONS_RUNTIME_TOKEN=fake.runtime_token(), ACTIONS_RESULTS_URL=fake.base_url)
+    fake_artifacts.fail("CreateArtifact", 500, times=5)
+    env = github_env(ACTIONS_RUNTIME_TOKEN=fake_artifacts.runtime_token(),
+                     ACTIONS_RESULTS_URL=fake_artifacts.base_url)
     logged: list[str] = []
     published = publish_session(path, "sess-1", env, number=4, backoff=FAST, log=logged.append)
     assert published.upload is not None and not published.upload.ok
-    assert f"`{path}` on the runner" in published.markdown and "HTTP 500" in published.markdown
+    # No runner path and no internal error in the public comment: those go to the log.
+    assert str(path) not in published.markdown and "HTTP 500" not in published.markdown
+    assert "the job log says why" in published.markdown
+    assert f"opi pull https://github.com/octo/repo/actions/runs/{env['GITHUB_RUN_ID']}" in published.markdown
+    assert any("upload failed" in line and "HTTP 500" in line for line in logged)
     assert any("upload failed" in line for line in logged)
     assert path.exists()
 
@@ -141,6 +149,137 @@ def test_without_the_artifact_service_the_section_says_how_to_upload(tmp_path: P
     assert "actions/upload-artifact" in published.markdown and "opi-session-4-300" in published.markdown
     local = publish_session(path, "sess-1", {}, number=None)
     assert local.markdown == f"`sess-1` at `{path}`; resume it with `opi --resume {path}`."
+
+
+# -- the report marker ---------------------------------------------------------------------------------------
+
+BOT = "github-actions[bot]"
+
+
+def session_id_of(path: Path) -> str:
+    return str(json.loads(path.read_text().splitlines()[0])["id"])
+
+
+def test_marker_round_trip_and_strictness() -> None:
+    text = marker(5001, 77, "3f0c9a2e-1b2c")
+    assert text == "<!-- opi-report run_id=5001 artifact_id=77 session_id=3f0c9a2e-1b2c -->"
+    assert parse_marker(f"report\n{text}\n") == ReportMarker(5001, 77, "3f0c9a2e-1b2c")
+    assert parse_marker(marker("5002", None, "s")) == ReportMarker(5002, None, "s")
+    for bad in (("x", 1, "s"), (1, -1, "s"), (1, 1, "s -->evil"), (1, 1, ""), (1, 1, "../../etc")):
+        with pytest.raises(ValueError):
+            marker(*bad)  # type: ignore[arg-type]
+    assert parse_marker("<!-- opi-report run_id=1 artifact_id=2 session_id=a b -->") is None
+    assert parse_marker("no marker") is None
+    assert parse_marker(marker(1, 2, "a") + marker(3, 4, "b")) == ReportMarker(3, 4, "b")  # the last one
+
+
+def test_the_thread_report_marker_finds_the_session_in_constant_time(
+        fake_artifacts: FakeArtifactService, tmp_path: Path) -> None:
+    ours = recorded_session(tmp_path, "ours")
+    mine = fake_artifacts.add_artifact("opi-session-4-200", zipped(ours), run_id=200, age_minutes=600)
+    for index in range(1_050):  # a busy repository: the newest 1,000 artifacts belong to other threads
+        fake_artifacts.add_artifact(f"opi-session-{1000 + index}-{5000 + index}", b"zip", run_id=5000 + index)
+    fake_artifacts.add_comment(4, "/opi do it", login="maintainer")
+    fake_artifacts.add_comment(4, "report\n" + marker(200, mine.id, session_id_of(ours)), login=BOT)
+    fake_artifacts.add_comment(4, "/opi and now this", login="maintainer")
+    fake_artifacts.requests.clear()
+    logged: list[str] = []
+    previous = restore(fake_artifacts, tmp_path, bot_login=BOT, logged=logged)
+    assert previous.found and previous.artifact is not None and previous.artifact.id == mine.id, previous.note
+    assert previous.path is not None and previous.path.read_bytes() == ours.read_bytes()
+    listing = f"/repos/{fake_artifacts.repo}/actions/artifacts"
+    assert all(r.path != listing for r in fake_artifacts.requests)  # no big listing
+    assert len(fake_artifacts.requests) == 4  # comments, the artifact, its zip, the download
+    assert any(f"names run 200, artifact {mine.id}" in line for line in logged)
+
+
+def test_a_forged_marker_from_someone_else_is_ignored(fake_artifacts: FakeArtifactService,
+                                                      tmp_path: Path) -> None:
+    ours, theirs = recorded_session(tmp_path, "ours"), recorded_session(tmp_path, "theirs")
+    mine = fake_artifacts.add_artifact("opi-session-4-200", zipped(ours), run_id=200, age_minutes=60)
+    planted = fake_artifacts.add_artifact("opi-session-4-250", zipped(theirs), run_id=250, age_minutes=5)
+    fake_artifacts.add_comment(4, marker(200, mine.id, session_id_of(ours)), login=BOT)
+    # Anyone can type a marker; also one impersonating the bot's name without the [bot] suffix.
+    fake_artifacts.add_comment(4, marker(250, planted.id, session_id_of(theirs)), login="mallory")
+    fake_artifacts.add_comment(4, marker(250, planted.id, session_id_of(theirs)), login="github-actions")
+    previous = restore(fake_artifacts, tmp_path, bot_login=BOT)
+    assert previous.artifact is not None and previous.artifact.id == mine.id
+
+
+def test_the_bot_is_whoever_wrote_this_runs_own_comment(fake_artifacts: FakeArtifactService,
+                                                        tmp_path: Path) -> None:
+    ours, theirs = recorded_session(tmp_path, "ours"), recorded_session(tmp_path, "theirs")
+    mine = fake_artifacts.add_artifact("opi-session-4-200", zipped(ours), run_id=200, age_minutes=60)
+    planted = fake_artifacts.add_artifact("opi-session-4-250", zipped(theirs), run_id=250, age_minutes=5)
+    fake_artifacts.add_comment(4, marker(200, mine.id, session_id_of(ours)), login="my-app[bot]")
+    fake_artifacts.add_comment(4, marker(250, planted.id, session_id_of(theirs)), login="mallory")
+    tracking = fake_artifacts.add_comment(4, "👀 opi is working on this…", login="my-app[bot]")
+    previous = restore_previous_session(fake_artifacts.repo, TOKEN, 4, tmp_path / "restored",
+                                        api_url=fake_artifacts.base_url, run_id=300, backoff=FAST,
+                                        own_comment_id=tracking["id"])
+    assert previous.artifact is not None and previous.artifact.id == mine.id
+
+
+def test_a_marker_pointing_at_another_threads_artifact_is_refused(fake_artifacts: FakeArtifactService,
+                                                                  tmp_path: Path) -> None:
+    other = recorded_session(tmp_path, "other")
+    elsewhere = fake_artifacts.add_artifact("opi-session-44-200", zipped(other), run_id=200)
+    fake_artifacts.add_comment(4, marker(200, elsewhere.id, session_id_of(other)), login=BOT)
+    previous = restore(fake_artifacts, tmp_path, bot_login=BOT)
+    assert not previous.found and "is not opi-session-4-200: not this thread's session" in previous.detail
+
+
+def test_an_artifact_holding_another_session_than_the_report_names_is_refused(
+        fake_artifacts: FakeArtifactService, tmp_path: Path) -> None:
+    swapped = recorded_session(tmp_path, "swapped")
+    artifact = fake_artifacts.add_artifact("opi-session-4-200", zipped(swapped), run_id=200)
+    fake_artifacts.add_comment(4, marker(200, artifact.id, "the-session-the-report-named"), login=BOT)
+    previous = restore(fake_artifacts, tmp_path, bot_login=BOT)
+    assert not previous.found and "not 'the-session-the-report-named' as the report says" in previous.detail
+
+
+def test_a_marker_without_an_artifact_id_looks_in_that_run(fake_artifacts: FakeArtifactService,
+                                                           tmp_path: Path) -> None:
+    ours = recorded_session(tmp_path, "ours")
+    # uploaded by the workflow's own step
+    fake_artifacts.add_artifact("opi-session-4-200", zipped(ours), run_id=200)
+    fake_artifacts.add_comment(4, marker(200, None, session_id_of(ours)), login=BOT)
+    previous = restore(fake_artifacts, tmp_path, bot_login=BOT)
+    assert previous.found and fake_artifacts.requests_to("/actions/runs/200/artifacts")
+
+
+def test_without_a_marker_the_artifacts_are_listed_and_the_log_says_so(
+        fake_artifacts: FakeArtifactService, tmp_path: Path) -> None:
+    ours = recorded_session(tmp_path, "ours")
+    fake_artifacts.add_artifact("opi-session-4-200", zipped(ours), run_id=200)
+    fake_artifacts.add_comment(4, "an old report without a marker", login=BOT)
+    logged: list[str] = []
+    previous = restore(fake_artifacts, tmp_path, bot_login=BOT, logged=logged)
+    assert previous.found
+    assert any("no earlier opi report by github-actions[bot] with a session marker on #4" in line for line in logged)
+    logged.clear()
+    assert not restore(fake_artifacts, tmp_path, number=5, bot_login=BOT, logged=logged).found
+    assert any("no earlier opi session found for #5" in line for line in logged)
+
+
+def test_a_hostile_session_id_cannot_shape_the_comment(tmp_path: Path) -> None:
+    path = recorded_session(tmp_path, "done")
+    hostile = "x`\n```\n[click here](https://evil.example) <!-- opi-bot -->"
+    published = publish_session(path, hostile, github_env(), number=4)
+    assert "evil.example" not in published.markdown and "`SESSION_ID`" in published.markdown
+    assert published.marker == ""
+
+
+def test_published_sessions_carry_the_marker(fake_artifacts: FakeArtifactService, tmp_path: Path) -> None:
+    path = recorded_session(tmp_path, "done")
+    env = github_env(ACTIONS_RUNTIME_TOKEN=fake_artifacts.runtime_token(),
+                     ACTIONS_RESULTS_URL=fake_artifacts.base_url, GITHUB_RUN_ID=str(fake_artifacts.run_id))
+    published = publish_session(path, "sess-1", env, number=4, backoff=FAST)
+    assert published.upload is not None
+    expected = ReportMarker(fake_artifacts.run_id, published.upload.artifact_id, "sess-1")
+    assert parse_marker(published.marker) == expected
+    assert published.artifact_id == published.upload.artifact_id and published.artifact_url
+    assert publish_session(path, "sess-1", {}, number=None).marker == ""  # a local run has no run id
 
 
 # -- end to end: two `/opi` comments on the same PR, two runner processes ----------------------------------
@@ -180,15 +319,7 @@ def run_action(env: dict[str, str], workspace: Path) -> subprocess.CompletedProc
 
 
 def outputs(env: dict[str, str]) -> dict[str, str]:
-    lines = Path(env["GITHUB_OUTPUT"]).read_text(encoding="utf-8").split("\n")
-    values: dict[str, str] = {}
-    i = 0
-    while i < len(lines) and lines[i]:
-        name, delimiter = lines[i].split("<<", 1)
-        end = lines.index(delimiter, i + 1)
-        values[name] = "\n".join(lines[i + 1:end])
-        i = end + 1
-    return values
+    return parse_github_output(Path(env["GITHUB_OUTPUT"]).read_text(encoding="utf-8"))
 
 
 @pytest.mark.slow

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from bot.agent import events as ev
-from bot.agent.loop import Agent, Limits, Outcome
+from bot.agent.loop import Agent, Compacted, CompactionRequest, Limits, Outcome
 from bot.llm.errors import AuthError, ContextOverflowError, RateLimitError
 from bot.llm.messages import AssistantMessage, Cost, TextContent, ToolCall, Usage
 from bot.llm.mock import MockModel
@@ -124,10 +125,16 @@ def test_wall_time_limit_cancels_a_running_tool_and_reports_timeout(tmp_path: Pa
 
     model = MockModel()
     model.enqueue("", tool_calls=[call("c1", "slow", seconds=30, label="x")])
-    started = time.monotonic()
-    result = make_agent(model, tmp_path, [WaitTool()], limits=Limits(max_wall_seconds=0.3)).run("go")
-    assert result.outcome is Outcome.TIMEOUT
-    assert time.monotonic() - started < 20  # the 30 s tool was cut short, not waited out
+    model.enqueue("never requested")
+    agent = make_agent(model, tmp_path, [WaitTool()], limits=Limits(max_wall_seconds=0.3))
+    result = agent.run("go")
+    assert result.outcome is Outcome.TIMEOUT and not result.ok
+    assert result.error == "time limit of 0.3 s reached"
+    # The 30 s tool was cut short by the deadline (it saw the cancel), not waited out, and no
+    # further request left after it.
+    tool_results = [m for m in agent.conversation.context() if m.role == "tool_result"]
+    assert [(r.tool_call_id, r.text) for r in tool_results] == [("c1", "interrupted")]
+    assert len(model.requests) == 1 and len(model.replies) == 1
 
 
 def test_unknown_tool_and_refused_mutation_become_error_results(tmp_path: Path) -> None:
@@ -168,15 +175,27 @@ def test_auth_error_is_not_retried_and_ends_as_error(tmp_path: Path) -> None:
 
 
 class RecordingCompactor:
+    """A compactor that only counts overflow calls: the loop does the accounting (compactions, spend)."""
+
     def __init__(self) -> None:
         self.overflows = 0
 
-    def after_turn(self, agent: Agent) -> bool:
+    def needs_compaction(self, request: CompactionRequest) -> bool:
         return False
 
-    def on_overflow(self, agent: Agent) -> bool:
+    def compact(self, request: CompactionRequest) -> Compacted | None:
+        assert request.reason == "overflow"
         self.overflows += 1
-        return True
+        return Spent(Usage(input=3), Cost.zero())
+
+    def context_tokens(self, request: CompactionRequest) -> tuple[int, int]:
+        return 0, 1
+
+
+@dataclass
+class Spent:
+    usage: Usage
+    cost: Cost
 
 
 def test_context_overflow_compacts_and_retries_the_turn_once(tmp_path: Path) -> None:
@@ -185,6 +204,7 @@ def test_context_overflow_compacts_and_retries_the_turn_once(tmp_path: Path) -> 
     model.enqueue("fits now")
     result = make_agent(model, tmp_path, compactor=compactor).run("go")
     assert result.final_text == "fits now" and compactor.overflows == 1 and result.compactions == 1
+    assert result.run_usage.input == 3  # the compaction's spend, counted by the loop
 
 
 def test_a_second_overflow_after_compacting_is_fatal(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from bot.llm.anthropic import AnthropicModel
+from bot.llm.base import ModelRequest
 from bot.llm.errors import ConfigError
 from bot.llm.mock import MockModel
 from bot.llm.models import (
@@ -21,6 +22,7 @@ from bot.llm.models import (
     resolve_model,
 )
 from bot.llm.openai import OpenAIModel
+from bot.llm.retry import RetryPolicy, complete
 
 KEYS = {"ANTHROPIC_API_KEY": "a-key", "OPENAI_API_KEY": "o-key", "OPENROUTER_API_KEY": "r-key",
         "GROQ_API_KEY": "g-key", "DEEPSEEK_API_KEY": "d-key"}
@@ -33,8 +35,8 @@ def test_parse_spec_splits_at_the_first_colon() -> None:
 
 
 @pytest.mark.parametrize(("spec", "hint"), [
-    ("claude-sonnet-4-5", "anthropic:claude-sonnet-4-5"),
-    ("gpt-4o", "openai:gpt-4o"),
+    ("claude-sonnet", "anthropic:claude-sonnet-4-5"),  # bare real ids and aliases resolve (bot/llm/catalog.py)
+    ("gpt4o", "openai:gpt-4o"),
     ("anthropic:", "PROVIDER:MODEL"),
     (":gpt-4o", "PROVIDER:MODEL"),
     ("", "PROVIDER:MODEL"),
@@ -156,10 +158,31 @@ def test_mock_and_thinking_validation() -> None:
 
 
 def test_replay_spec_uses_the_replay_model(tmp_path: Path) -> None:
+    from bot.agent.config import Settings
+    from bot.agent.runtime import resolve_settings_model
+    from bot.agent.session import Session
+    from bot.llm.messages import AssistantMessage, TextContent, UserMessage
+    from bot.llm.replay import ReplayModel
+
     missing = tmp_path / "nope.jsonl"
     with pytest.raises(ConfigError, match="not found") as caught:
-        resolve_model(f"replay:{missing}", env={})
+        resolve_settings_model(Settings(model=f"replay:{missing}"), {})
     assert str(missing) in str(caught.value)
+    recorded = Session.create(tmp_path / "rec.jsonl", cwd=tmp_path, model="anthropic:claude-sonnet-4-5")
+    recorded.append_message(UserMessage(content="hi"))
+    recorded.append_message(AssistantMessage(content=[TextContent(text="hello")], provider="anthropic",
+                                             model="claude-sonnet-4-5", api="anthropic"))
+    recorded.close()
+    model = resolve_settings_model(Settings(model=f"replay:{tmp_path / 'rec.jsonl'}"), {}, workspace=tmp_path)
+    assert isinstance(model, ReplayModel) and model.workspace == tmp_path
+    assert (model.info.provider, model.info.id, model.remaining) == ("replay", "anthropic:claude-sonnet-4-5", 1)
+    # It answers with the recorded message, free, and then has nothing left to replay.
+    reply = complete(model, ModelRequest(system="s", messages=[UserMessage(content="hi")]), RetryPolicy())
+    assert (reply.text, reply.provider, reply.api, reply.cost.total) == ("hello", "replay", "replay", 0.0)
+    assert (model.replayed, model.remaining) == (1, 0)
+    # The model layer never reads the file itself.
+    with pytest.raises(ConfigError, match="agent layer"):
+        resolve_model(f"replay:{tmp_path / 'rec.jsonl'}", env={})
 
 
 def test_builtin_endpoints_are_named() -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from bot.agent.pi_format import message_to_pi
 from bot.agent.session import Session, SessionConversation
-from bot.agent.session_store import open_session
+from bot.agent.session_store import load_session, open_session
 from bot.cli.session_commands import export_command
 from bot.llm.messages import (
     AssistantMessage,
@@ -50,7 +50,7 @@ def comparable(message: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("name", PI_FILES)
 def test_a_real_pi_file_rebuilds_the_context_pi_builds(tmp_path: Path, name: str) -> None:
-    session = Session.load(DATA / name)
+    session = load_session(DATA / name)
     assert session.source_format == "pi" and session.warnings == []
     ours = [comparable(message_to_pi(m.model_dump(mode="json"))) for m in session.context()]
     theirs = [comparable(m) for m in pi_context(name)["messages"]]
@@ -59,7 +59,7 @@ def test_a_real_pi_file_rebuilds_the_context_pi_builds(tmp_path: Path, name: str
 
 
 def test_pi_fields_map_to_opi_types() -> None:
-    session = Session.load(DATA / "pi-0.73.1-edit-session.jsonl")
+    session = load_session(DATA / "pi-0.73.1-edit-session.jsonl")
     context = session.context()
     first = context[1]
     assert isinstance(first, AssistantMessage) and first.stop_reason == "tool_use"
@@ -78,7 +78,7 @@ def test_pi_fields_map_to_opi_types() -> None:
 
 
 def test_pi_compaction_entry_is_read_as_ours() -> None:
-    session = Session.load(DATA / "pi-0.73.1-compacted-session.jsonl")
+    session = load_session(DATA / "pi-0.73.1-compacted-session.jsonl")
     compaction = session.latest_compaction()
     assert compaction is not None
     assert compaction["details"] == {"read_files": ["notes.md"], "modified_files": []}
@@ -97,14 +97,14 @@ def test_resuming_a_pi_file_imports_it_into_a_new_opi_session(tmp_path: Path) ->
     assert session.path is not None and session.path.parent == tmp_path / "store"
     assert any("imported the pi session" in w for w in session.warnings)
     conversation = SessionConversation(session)
-    expected = [m.model_dump(mode="json") for m in Session.load(source).context()]
+    expected = [m.model_dump(mode="json") for m in load_session(source).context()]
     assert [m.model_dump(mode="json") for m in conversation.context()] == expected
     conversation.append(AssistantMessage(content=[TextContent(text="continuing in opi")], provider="p",
                                          model="m", api="mock"))
     session.close()
     assert source.read_bytes() == before  # pi's file is never touched
-    reloaded = Session.load(session.path)
-    assert reloaded.source_format == "opi" and reloaded.header.parent_session == Session.load(source).header.id
+    reloaded = load_session(session.path)
+    assert reloaded.source_format == "opi" and reloaded.header.parent_session == load_session(source).header.id
     assert [m.model_dump(mode="json") for m in reloaded.context()][:-1] == expected
 
 
@@ -139,7 +139,7 @@ def test_export_to_pi_and_back_keeps_the_context(tmp_path: Path) -> None:
     assert export_command(str(session.path), format="pi", output=out, err=io.StringIO()) == 0
     header = json.loads(out.read_text().splitlines()[0])
     assert header["version"] == 3 and header["id"] == session.header.id and "parent_session" not in header
-    back = Session.load(out)
+    back = load_session(out)
     assert back.source_format == "pi"
     assert [m.model_dump(mode="json") for m in back.context()] == \
         [m.model_dump(mode="json") for m in session.context()]

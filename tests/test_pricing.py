@@ -69,3 +69,15 @@ def test_unknown_price_is_none_not_zero(provider: str, model: str) -> None:
 def test_unknown_plus_known_stays_unknown() -> None:
     known = compute_cost("openai", "gpt-4o", Usage(input=10, output=10))
     assert (known + Cost()).total is None
+
+
+def test_every_price_table_entry_is_what_genai_prices_says() -> None:
+    # bot/llm/price_table.py spares a short run the genai-prices import; it must never disagree with it.
+    # Regenerate with `python -m bot.llm.pricing > bot/llm/price_table.py` after upgrading genai-prices.
+    from bot.llm.price_table import PRICES
+    from bot.llm.pricing import table_entry
+
+    assert PRICES, "the table is empty"
+    for key, entry in PRICES.items():
+        provider, _, model = key.partition(":")
+        assert table_entry(provider, model) == entry, key

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
 from pathlib import Path
 from typing import Any, ClassVar
 
-import pytest
 from pydantic import BaseModel
 
 from bot.agent.prompt import (
@@ -40,14 +38,6 @@ class FakeBash(FakeRead):
 
 
 NOW = dt.datetime(2026, 3, 4, 12, 0, tzinfo=dt.UTC)
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    root = tmp_path / "repo"
-    root.mkdir()
-    subprocess.run(["git", "init", "-q", str(root)], check=True, timeout=30)
-    return root
 
 
 def test_names_tools_cwd_date_platform(repo: Path) -> None:
@@ -126,11 +116,23 @@ def test_prompt_options_may_name_files(repo: Path) -> None:
     assert "Extra rules from a file." in prompt
 
 
-def test_unreadable_context_file_is_skipped(repo: Path) -> None:
+def test_a_directory_named_like_a_context_file_is_skipped_and_bad_utf8_is_replaced(repo: Path) -> None:
     (repo / "AGENTS.md").mkdir()  # a directory named like a context file is not a file
     (repo / "CLAUDE.md").write_bytes(b"\xff\xfe not utf-8 \xc3")
+    found = find_context_files(repo, None)
+    assert [(f.path, f.text) for f in found] == [(repo / "CLAUDE.md", "\ufffd\ufffd not utf-8 \ufffd")]
     prompt = build_system_prompt(tools=[], cwd=repo, now=NOW)
-    assert "not utf-8" in prompt
+    assert f"# Project context from {repo / 'CLAUDE.md'}\n\n\ufffd\ufffd not utf-8 \ufffd" in prompt
+    assert str(repo / "AGENTS.md") not in prompt
+
+
+def test_a_context_file_that_cannot_be_read_is_skipped(repo: Path) -> None:
+    # A regular file whose read fails even for root (EIO): a hostile checkout can link to one.
+    (repo / "AGENTS.md").symlink_to("/proc/self/mem")
+    (repo / "CLAUDE.md").write_text("still read\n")
+    assert [(f.path, f.text) for f in find_context_files(repo, None)] == [(repo / "CLAUDE.md", "still read")]
+    prompt = build_system_prompt(tools=[], cwd=repo, now=NOW)
+    assert str(repo / "AGENTS.md") not in prompt and "still read" in prompt
 
 
 def test_tool_lines_keep_only_the_first_sentence(repo: Path) -> None:

@@ -8,16 +8,16 @@ import os
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bot.cli.pull import PullError, parse_target
+from tests.conftest import ARTIFACT_TOKEN
 from tests.fake_artifacts import FakeArtifactService
 from tests.fake_llm import FakeLLMServer, Reply
 
-TOKEN = "ghs_fake_token"
+TOKEN = ARTIFACT_TOKEN  # what the shared `fake_artifacts` fixture accepts
 SESSION_ID = "3f0c9a2e-1111-4222-8333-444455556666"
 
 
@@ -46,20 +46,14 @@ def session_zip(session_id: str = SESSION_ID) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeArtifactService]:
-    with FakeArtifactService(rest_token=TOKEN) as service:
-        yield service
-
-
 def opi(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "bot", *args], capture_output=True, text=True, env=env,
                           cwd=cwd, timeout=60)
 
 
-def base_env(fake: FakeArtifactService, **extra: str) -> dict[str, str]:
+def base_env(service: FakeArtifactService, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("GITHUB_TOKEN", "GH_TOKEN")}
-    env.update({"GITHUB_API_URL": fake.base_url, "PATH": "/usr/bin:/bin", **extra})  # no `gh` on PATH
+    env.update({"GITHUB_API_URL": service.base_url, "PATH": "/usr/bin:/bin", **extra})  # no `gh` on PATH
     return env
 
 
@@ -67,17 +61,17 @@ def sessions_dir(home: Path) -> Path:
     return home / ".local" / "share" / "opi" / "sessions"
 
 
-def test_pull_an_artifact_url_then_resume_it(fake: FakeArtifactService, isolated_home: Path,
+def test_pull_an_artifact_url_then_resume_it(fake_artifacts: FakeArtifactService, isolated_home: Path,
                                              fake_llm: FakeLLMServer, tmp_path: Path) -> None:
-    artifact = fake.add_artifact("opi-session-4-77", session_zip(), run_id=77)
+    artifact = fake_artifacts.add_artifact("opi-session-4-77", session_zip(), run_id=77)
     url = f"https://github.com/octo/repo/actions/runs/77/artifacts/{artifact.id}"
-    env = base_env(fake, GITHUB_TOKEN=TOKEN)
+    env = base_env(fake_artifacts, GITHUB_TOKEN=TOKEN)
     done = opi("pull", url, env=env)
     assert done.returncode == 0, done.stderr
     pulled = sessions_dir(isolated_home) / f"{SESSION_ID}.jsonl"
     assert pulled.read_text() == "".join(json.dumps(x) + "\n" for x in session_lines())
     assert f"opi --resume {SESSION_ID}" in done.stdout
-    assert [r.path for r in fake.requests if r.method == "GET"][-2:] == [
+    assert [r.path for r in fake_artifacts.requests if r.method == "GET"][-2:] == [
         f"/repos/octo/repo/actions/artifacts/{artifact.id}/zip", f"/download/{artifact.id}"]
 
     # The printed command works: the resumed run's first request carries the CI conversation.
@@ -94,28 +88,31 @@ def test_pull_an_artifact_url_then_resume_it(fake: FakeArtifactService, isolated
     assert "What did you do?" in sent
 
 
-def test_pull_a_run_url_picks_the_session_artifacts(fake: FakeArtifactService, isolated_home: Path) -> None:
-    fake.add_artifact("coverage-report", b"not a session", run_id=90)
-    fake.add_artifact("opi-session-12-90", session_zip("sess-b"), run_id=90)
-    fake.add_artifact("opi-session-12-91", session_zip("sess-c"), run_id=91)
-    done = opi("pull", "https://github.com/octo/repo/actions/runs/90", "--token", TOKEN, env=base_env(fake))
+def test_pull_a_run_url_picks_the_session_artifacts(fake_artifacts: FakeArtifactService,
+                                                    isolated_home: Path) -> None:
+    fake_artifacts.add_artifact("coverage-report", b"not a session", run_id=90)
+    fake_artifacts.add_artifact("opi-session-12-90", session_zip("sess-b"), run_id=90)
+    fake_artifacts.add_artifact("opi-session-12-91", session_zip("sess-c"), run_id=91)
+    done = opi("pull", "https://github.com/octo/repo/actions/runs/90", "--token", TOKEN,
+               env=base_env(fake_artifacts))
     assert done.returncode == 0, done.stderr
     assert "opi --resume sess-b" in done.stdout
     assert sorted(p.name for p in sessions_dir(isolated_home).iterdir()) == ["sess-b.jsonl"]
 
 
-def test_pull_into_another_directory_prints_the_path(fake: FakeArtifactService, tmp_path: Path) -> None:
-    artifact = fake.add_artifact("opi-session-4-77", session_zip(), run_id=77)
+def test_pull_into_another_directory_prints_the_path(fake_artifacts: FakeArtifactService,
+                                                     tmp_path: Path) -> None:
+    artifact = fake_artifacts.add_artifact("opi-session-4-77", session_zip(), run_id=77)
     target = tmp_path / "elsewhere"
     done = opi("pull", f"https://github.com/octo/repo/actions/runs/77/artifacts/{artifact.id}",
-               "--session-dir", str(target), env=base_env(fake, GH_TOKEN=TOKEN))
+               "--session-dir", str(target), env=base_env(fake_artifacts, GH_TOKEN=TOKEN))
     assert done.returncode == 0, done.stderr
     assert f"opi --resume {target / (SESSION_ID + '.jsonl')}" in done.stdout
 
 
-def test_pull_errors_are_clear(fake: FakeArtifactService, isolated_home: Path) -> None:
-    expired = fake.add_artifact("opi-session-4-70", session_zip(), run_id=70, expired=True)
-    env = base_env(fake, GITHUB_TOKEN=TOKEN)
+def test_pull_errors_are_clear(fake_artifacts: FakeArtifactService, isolated_home: Path) -> None:
+    expired = fake_artifacts.add_artifact("opi-session-4-70", session_zip(), run_id=70, expired=True)
+    env = base_env(fake_artifacts, GITHUB_TOKEN=TOKEN)
     cases = [
         (["https://github.com/octo/repo/actions/runs/70/artifacts/999"], 1, "not found in octo/repo (HTTP 404"),
         ([f"https://github.com/octo/repo/actions/runs/70/artifacts/{expired.id}"], 1, "has expired"),
@@ -126,20 +123,21 @@ def test_pull_errors_are_clear(fake: FakeArtifactService, isolated_home: Path) -
     for args, code, message in cases:
         done = opi("pull", *args, env=env)
         assert (done.returncode, message in done.stderr) == (code, True), (args, done.stderr)
-    no_token = opi("pull", "https://github.com/octo/repo/actions/runs/70", env=base_env(fake))
+    no_token = opi("pull", "https://github.com/octo/repo/actions/runs/70", env=base_env(fake_artifacts))
     assert no_token.returncode == 2 and "no GitHub token" in no_token.stderr
     bad_token = opi("pull", "https://github.com/octo/repo/actions/runs/70", "--token", "wrong", env=env)
     assert bad_token.returncode == 1 and "Bad credentials" in bad_token.stderr
     assert not sessions_dir(isolated_home).exists() or not any(sessions_dir(isolated_home).iterdir())
 
 
-def test_pull_never_overwrites_a_different_local_session(fake: FakeArtifactService, isolated_home: Path) -> None:
-    artifact = fake.add_artifact("opi-session-4-77", session_zip(), run_id=77)
+def test_pull_never_overwrites_a_different_local_session(fake_artifacts: FakeArtifactService,
+                                                         isolated_home: Path) -> None:
+    artifact = fake_artifacts.add_artifact("opi-session-4-77", session_zip(), run_id=77)
     url = f"https://github.com/octo/repo/actions/runs/77/artifacts/{artifact.id}"
     local = sessions_dir(isolated_home) / f"{SESSION_ID}.jsonl"
     local.parent.mkdir(parents=True)
     local.write_text(json.dumps(session_lines()[0]) + "\n")  # same id, different content
-    env = base_env(fake, GITHUB_TOKEN=TOKEN)
+    env = base_env(fake_artifacts, GITHUB_TOKEN=TOKEN)
     refused = opi("pull", url, env=env)
     assert refused.returncode == 1 and "already exists and differs" in refused.stderr
     assert local.read_text() == json.dumps(session_lines()[0]) + "\n"

@@ -331,7 +331,7 @@ def test_tree_goes_back_and_continues_on_a_new_branch(fake_llm: FakeLLMServer, t
     assert number is not None and "◀ you are here" in listing
     term.type(number.group(1))
     term.wait_for(r"summarise the 2 messages you leave behind")
-    term.type("")
+    term.keys("Enter")  # the default: no
     term.wait_for(r"moved to opi: Answer about apples\.")
     term.type("tell me about plums")
     term.wait_for_prompt(3)
@@ -357,8 +357,8 @@ def test_tree_goes_back_and_continues_on_a_new_branch(fake_llm: FakeLLMServer, t
     assert "├─" in tree and "└─" in tree  # both branches are drawn
     number = re.findall(r"(\d+)\. ├─ you: tell me about pears", tree)[-1]
     term.type(number)
-    term.wait_for(r"summarise the 2 messages you leave behind")
-    term.type("y")
+    term.wait_for(r"summarise the 2 messages you leave behind.*\[y\]es  \[N\]o")
+    term.keys("y")  # one key, like an approval
     term.wait_for(r"moved to before you: tell me about pears \(with a summary")
     term.wait_for(r"your message is back in the editor")
     term.keys("Enter")  # send it unchanged
@@ -481,3 +481,104 @@ def test_a_long_streamed_answer_reaches_the_scrollback_once_and_in_order(fake_ll
     screen = term.wait_for_prompt(1)
     shown = [line for line in screen.splitlines() if line.startswith("Line ")]
     assert shown == lines
+
+
+def test_typed_ahead_text_does_not_answer_an_approval(fake_llm: FakeLLMServer, terminal_factory: Any,
+                                                      workspace: Path, sessions_dir: Path) -> None:
+    fake_llm.enqueue(Reply(text="Let me look around first, slowly. " * 3, chunks=12, delay=0.2,
+                           tool_calls=[("b1", "bash", {"command": "touch cleaned.txt"})]))
+    fake_llm.enqueue(Reply(text="Fine, I will not run it."))
+    term = terminal_factory()
+    term.start()
+    term.wait_for(r"Enter sends")
+    term.type("tidy up")
+    term.wait_for(r"Let me look around")
+    term.type("please also clean up", enter=False)  # holds an "a" (always); typed before the question
+    screen = term.wait_for(r"\? allow bash touch cleaned\.txt\? \[y\]es")
+    assert "working…" not in screen  # no spinner while the question waits
+    assert "✓ allowed" not in screen and not (workspace / "cleaned.txt").exists()
+    term.keys("n")
+    term.wait_for(r"reason for the model")
+    term.keys("Enter")
+    screen = term.wait_for_prompt(1)
+    assert "✗ refused: no reason given" in screen and "always for bash" not in screen
+    assert not (workspace / "cleaned.txt").exists()
+    # Read as typing while the answer streamed, it is a draft: back in the editor, unsent.
+    term.wait_for(r"› please also clean up")
+    assert len(fake_llm.requests) == 2
+
+
+def test_esc_interrupts_a_running_turn(fake_llm: FakeLLMServer, terminal_factory: Any,
+                                       sessions_dir: Path) -> None:
+    fake_llm.enqueue(Reply(text="esc-start " + "y " * 200 + "never-reached", chunks=40, delay=0.3))
+    term = terminal_factory()
+    term.start()
+    term.wait_for(r"Enter sends")
+    term.type("write a lot")
+    term.wait_for(r"esc-start")
+    term.keys("Escape")
+    screen = term.wait_for(r"turn aborted")
+    assert "never-reached" not in screen
+    (path,) = session_files(sessions_dir)
+    assert messages(path)[-1]["stop_reason"] == "aborted"
+
+
+def test_tab_completes_a_single_candidate_at_once(fake_llm: FakeLLMServer, terminal_factory: Any,
+                                                  workspace: Path) -> None:
+    (workspace / "unique_notes.txt").write_text("carrots\n")
+    (workspace / "other.md").write_text("x\n")
+    fake_llm.enqueue("Read them.")
+    term = terminal_factory()
+    term.start()
+    term.wait_for(r"Enter sends")
+    term.type("summarise @uniq", enter=False)
+    term.keys("Tab")
+    term.wait_for(r"summarise @unique_notes\.txt")
+    term.keys("Enter")
+    term.wait_for(r"attached unique_notes\.txt")
+    term.wait_for_prompt(1)
+    assert "carrots" in texts_sent(fake_llm, 0)
+
+
+def _print_mode_session(fake_llm: FakeLLMServer, workspace: Path, sessions_dir: Path, prompt: str,
+                        model: str = MODEL) -> Path:
+    env = {**os.environ, **fake_llm.env(), "OPI_SESSIONS_DIR": str(sessions_dir)}
+    completed = subprocess.run([OPI, "-p", prompt, "--model", model], capture_output=True, text=True, env=env,
+                               cwd=workspace, timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    (path,) = session_files(sessions_dir)
+    return path
+
+
+def test_r_without_an_id_opens_the_picker(fake_llm: FakeLLMServer, terminal_factory: Any, workspace: Path,
+                                          sessions_dir: Path) -> None:
+    fake_llm.enqueue("An answer about turnips.")
+    path = _print_mode_session(fake_llm, workspace, sessions_dir, "tell me about turnips")
+    fake_llm.enqueue("More turnips.")
+    term = terminal_factory()
+    term.start("-r")
+    listing = term.wait_for(r"resume which number")
+    assert "1. tell me about turnips" in listing
+    term.type("1")
+    term.wait_for(r"resumed .*" + re.escape(path.name))
+    term.type("and more?")
+    term.wait_for(r"More turnips\.")
+    assert messages(path)[-2]["content"] == "and more?"
+
+
+def test_resume_without_any_key_still_opens_the_session(fake_llm: FakeLLMServer, terminal_factory: Any,
+                                                        workspace: Path, sessions_dir: Path) -> None:
+    fake_llm.enqueue("An answer worth keeping.")
+    path = _print_mode_session(fake_llm, workspace, sessions_dir, "keep this", model="openai:gpt-4.1")
+    term = terminal_factory()
+    for name in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPI_MODEL"):
+        term.env.pop(name, None)
+    term.start("--resume", str(path))  # the command the action's comment prints
+    screen = term.wait_for(r"Enter sends")
+    assert "last opi: An answer worth keeping." in screen
+    assert "no API key" in screen and "/model" in screen
+    term.type("go on")
+    term.wait_for(r"✗ .*no API key")
+    term.wait_for(r"· ctx ")  # the footer: the turn is over and the prompt is back
+    term.keys("C-d")
+    term.wait_for(r"\[opi exited with 0\]")

@@ -408,3 +408,167 @@ def test_the_approval_preview_shows_what_would_change(tmp_path: Path) -> None:
     script = ToolCall(id="s", name="bash", arguments={"command": "set -e\npytest -q"})
     script_preview = preview_tool_call(script, tmp_path)
     assert script_preview is not None and "pytest -q" in script_preview.plain
+
+
+# -- the turn supervisor, alone: a pipe stands in for the terminal, a recorder for the screen -------------
+
+class RecordingView:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, object]] = []
+
+    def start(self) -> None:
+        self.events.append(("start", None))
+
+    def stop(self) -> None:
+        self.events.append(("stop", None))
+
+    def set_busy(self, busy: bool) -> None:
+        self.events.append(("busy", busy))
+
+    def note(self, text: str, style: str = "") -> None:
+        self.events.append(("note", text))
+
+    def show_typing(self, queued: list[str], buffer: str) -> None:
+        self.events.append(("typing", (list(queued), buffer)))
+
+    def show_question(self, request: object, cwd: Path, reason: str | None) -> None:
+        self.events.append(("question", reason))
+
+    def show_answer(self, request: object) -> None:
+        self.events.append(("answer", None))
+
+
+def _supervised(keys_before: bytes, keys_after_question: bytes,
+                tmp_path: Path) -> tuple[str | None, bool, RecordingView]:
+    """Run a job that asks one approval. `keys_before` are typed before the question (still unread in the
+    terminal's queue, or read as typing); `keys_after_question` once it is on screen."""
+    import contextlib
+    import os
+    from collections.abc import Iterator
+
+    from bot.cli.turn import TurnSupervisor
+    from bot.llm.messages import ToolCall
+
+    read_fd, write_fd = os.pipe()
+    view = RecordingView()
+    approver = Approver()
+
+    def show_question(request: object, cwd: Path, reason: str | None) -> None:
+        view.events.append(("question", reason))
+        if reason is None:
+            os.write(write_fd, keys_after_question)  # pressed while the question is shown
+
+    view.show_question = show_question  # type: ignore[method-assign]
+
+    @contextlib.contextmanager
+    def terminal() -> Iterator[int]:
+        yield read_fd
+
+    class Bash:
+        name = "bash"
+
+    def job() -> str | None:
+        os.write(write_fd, keys_before)
+        return approver(ToolCall(id="c1", name="bash", arguments={"command": "rm -rf build"}),
+                        Bash())  # type: ignore[arg-type]
+
+    supervisor = TurnSupervisor(view, approver, threading.Event(), tmp_path, terminal=terminal)  # type: ignore[arg-type]
+    try:
+        answer, error, _ = supervisor.run(job, "test-job")
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+    assert error is None
+    return answer, "bash" in approver.always, view
+
+
+def test_typed_ahead_text_never_answers_an_approval(tmp_path: Path) -> None:
+    # "please" holds an "a" (always) and "y"s would allow: none of it may count.
+    answer, always, _ = _supervised(b"please say yes", b"n\r", tmp_path)
+    assert answer == NO_REASON and not always
+
+
+def test_a_key_pressed_after_the_question_answers_it(tmp_path: Path) -> None:
+    answer, always, _ = _supervised(b"", b"a", tmp_path)
+    assert answer is None and always
+
+
+def test_no_spinner_while_a_question_waits(tmp_path: Path) -> None:
+    _, _, view = _supervised(b"", b"y", tmp_path)
+    kinds = [kind for kind, _ in view.events]
+    asked = kinds.index("question")
+    assert ("busy", False) in view.events[:asked + 1] and view.events[asked - 1] == ("busy", False)
+    answered = kinds.index("answer")
+    assert ("busy", True) in view.events[answered:]
+
+
+def test_esc_while_the_agent_works_interrupts(tmp_path: Path) -> None:
+    from bot.cli.turn import TurnInput, TurnSupervisor
+
+    view = RecordingView()
+    cancel = threading.Event()
+    supervisor = TurnSupervisor(view, Approver(), cancel, tmp_path)  # type: ignore[arg-type]
+    state = TurnInput()
+    supervisor.type_while_busy("half a follow", state)
+    assert not cancel.is_set()
+    supervisor.type_while_busy("\x1b[A", state)  # an arrow key is a whole sequence, not Esc
+    assert not cancel.is_set()
+    supervisor.type_while_busy("\x1b", state)
+    assert cancel.is_set() and state.interrupts == 1 and state.buffer == "half a follow"
+
+
+def test_slash_commands_need_only_the_repl_host_protocol(tmp_path: Path) -> None:
+    """A small host implementing `ReplHost` is enough to run commands: they never reach past it."""
+    from typing import Any
+
+    from bot.cli.render import two_columns
+
+    said: list[str] = []
+    shown: list[Any] = []
+
+    class Host:
+        draft = ""
+        cwd = tmp_path
+        thinking_toggled = False
+
+        def __init__(self) -> None:
+            self.agent = Agent(MockModel(), [], ToolContext(workspace=tmp_path), "s")
+
+        def say(self, text: str, style: str = "") -> None:
+            said.append(text)
+
+        def show(self, renderable: Any) -> None:
+            shown.append(renderable)
+
+        def show_help(self) -> None:
+            self.show(two_columns(slash.help_lines()))
+
+        def toggle_thinking(self) -> None:
+            self.thinking_toggled = True
+
+        def context_used(self) -> int:
+            return 0
+
+        def context_bound(self) -> int:
+            return 1000
+
+    host = Host()
+    for command in ("/help", "/cost", "/thinking"):
+        slash.dispatch(host, command)  # type: ignore[arg-type]
+    assert host.thinking_toggled and len(shown) == 2
+    console = Console(file=io.StringIO(), width=100)
+    for renderable in shown:
+        console.print(renderable)
+    printed = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "/thinking" in printed and "cache write" in printed
+    with pytest.raises(slash.SlashError, match=r"unknown command /thinkin\. Did you mean /thinking"):
+        slash.dispatch(host, "/thinkin")  # type: ignore[arg-type]
+
+
+def test_escape_sequences_are_not_the_esc_key() -> None:
+    from bot.cli.turn import strip_escape_sequences
+
+    # An arrow key and a late cursor-position report must not answer "no" or abort; a lone Esc stays.
+    assert strip_escape_sequences("\x1b[Ay\x1b[12;1R") == "y"
+    assert strip_escape_sequences("\x1bOPn") == "n"
+    assert strip_escape_sequences("\x1b") == "\x1b" and strip_escape_sequences("\x1b\r") == "\x1b\r"

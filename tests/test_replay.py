@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 
 from bot.agent.loop import Agent, Outcome
+from bot.agent.replay_source import load_recording, replay_model
 from bot.agent.session import Session, SessionConversation
 from bot.llm.errors import ConfigError
 from bot.llm.messages import AssistantMessage, Message, TextContent, ToolCall, UserMessage
 from bot.llm.mock import MockModel
-from bot.llm.replay import ReplayDivergence, ReplayError, ReplayModel, load_recording, normalise
+from bot.llm.replay import ReplayDivergence, ReplayError, normalise
 from bot.tools.base import Tool, ToolContext
 from bot.tools.edit import EditTool
 from bot.tools.read import ReadTool
@@ -94,7 +95,7 @@ def test_replay_reproduces_the_tool_effects_in_a_fresh_checkout(
     session_path, origin = recorded
     recorded_tree = tmp_path / "recorded-run"
     checkout = fresh_checkout(tmp_path, origin, "replay-run")
-    model = ReplayModel(session_path, workspace=checkout)
+    model = replay_model(session_path, workspace=checkout)
     _, result = run_agent(model, checkout)
     assert result.outcome is Outcome.COMPLETED, result.error
     assert result.final_text == "Added `farewell()` and a changelog entry."
@@ -109,7 +110,7 @@ def test_replay_fails_clearly_when_the_workspace_diverges(recorded: tuple[Path, 
     session_path, origin = recorded
     checkout = fresh_checkout(tmp_path, origin, "diverged")
     (checkout / "greet.py").write_text('def hello(name):\n    return "Hi " + name\n')  # someone changed it
-    _, result = run_agent(ReplayModel(session_path, workspace=checkout), checkout)
+    _, result = run_agent(replay_model(session_path, workspace=checkout), checkout)
     assert result.outcome is Outcome.ERROR
     assert isinstance(result.model_error, ReplayDivergence)
     assert not result.model_error.retryable
@@ -125,7 +126,7 @@ def test_an_error_flip_is_a_divergence(recorded: tuple[Path, Path], tmp_path: Pa
     session_path, origin = recorded
     checkout = fresh_checkout(tmp_path, origin, "flip")
     (checkout / "greet.py").unlink()
-    _, result = run_agent(ReplayModel(session_path, workspace=checkout), checkout)
+    _, result = run_agent(replay_model(session_path, workspace=checkout), checkout)
     assert isinstance(result.model_error, ReplayDivergence)
     assert "the recorded result was a success, the real one is an error" in str(result.model_error)
 
@@ -195,7 +196,7 @@ def test_bad_recordings_are_refused_clearly(tmp_path: Path, content: str | None,
     if content is not None:
         path.write_text(content)
     with pytest.raises(ConfigError, match=problem):
-        ReplayModel(path)
+        replay_model(path)
 
 
 def test_running_out_of_recorded_messages_is_an_error(tmp_path: Path) -> None:
@@ -204,7 +205,7 @@ def test_running_out_of_recorded_messages_is_an_error(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "s.jsonl", [header(), entry("a", None, user("go")),
                                               entry("b", "a", assistant("reading", [call]))])
     (tmp_path / "x.txt").write_text("content\n")
-    _, result = run_agent(ReplayModel(path, workspace=tmp_path), tmp_path, prompt="go")
+    _, result = run_agent(replay_model(path, workspace=tmp_path), tmp_path, prompt="go")
     assert result.outcome is Outcome.ERROR
     assert isinstance(result.model_error, ReplayError)
     assert "no more assistant messages (all 1 were replayed)" in (result.error or "")
@@ -214,7 +215,7 @@ def test_a_continued_session_starts_after_the_turns_it_already_holds(tmp_path: P
     path = write_lines(tmp_path / "s.jsonl", [
         header(), entry("a", None, user("first task")), entry("b", "a", assistant("first answer")),
         entry("c", "b", user("second task")), entry("d", "c", assistant("second answer"))])
-    model = ReplayModel(path, workspace=tmp_path)
+    model = replay_model(path, workspace=tmp_path)
     earlier: list[Message] = [UserMessage(content="first task"),
                AssistantMessage(content=[TextContent(text="first answer")], provider="p", model="m", api="mock")]
     agent = Agent(model, [], ToolContext(workspace=tmp_path), "sys")
@@ -225,7 +226,7 @@ def test_a_continued_session_starts_after_the_turns_it_already_holds(tmp_path: P
 
 
 def test_replay_model_info_names_the_recorded_model(recorded: tuple[Path, Path]) -> None:
-    model = ReplayModel(recorded[0])
+    model = replay_model(recorded[0])
     assert model.info.provider == "replay" and model.info.api == "replay"
     assert model.info.id == "mock:mock"
 
@@ -236,7 +237,7 @@ def test_recorded_session_copy_is_not_modified(recorded: tuple[Path, Path], tmp_
     copy = tmp_path / "copy.jsonl"
     shutil.copy(session_path, copy)
     checkout = fresh_checkout(tmp_path, origin, "ro")
-    run_agent(ReplayModel(copy, workspace=checkout), checkout)
+    run_agent(replay_model(copy, workspace=checkout), checkout)
     assert copy.read_bytes() == before
 
 
@@ -250,7 +251,7 @@ def test_compaction_summary_requests_get_the_recorded_summary(tmp_path: Path) ->
         {"type": "compaction", "id": "k", "parent_id": "b", "timestamp": "t", "summary": "## Goal\nrecorded",
          "first_kept_entry_id": "b", "tokens_before": 10, "tokens_after": 2, "details": {}},
         entry("c", "k", user("more")), entry("d", "c", assistant("second"))])
-    model = ReplayModel(path, workspace=tmp_path)
+    model = replay_model(path, workspace=tmp_path)
     summary = complete(model, ModelRequest(system=SUMMARY_SYSTEM_PROMPT, messages=[UserMessage(content="x")]),
                        RetryPolicy())
     assert summary.text == "## Goal\nrecorded"
@@ -353,8 +354,17 @@ def test_a_turn_compacted_out_of_the_context_is_not_a_divergence(tmp_path: Path)
         entry("c", "b", {"role": "tool_result", "tool_call_id": "c1", "tool_name": "read",
                          "content": [{"type": "text", "text": "recorded"}], "is_error": False}),
         entry("d", "c", assistant("done"))])
-    model = ReplayModel(path, workspace=tmp_path)
+    model = replay_model(path, workspace=tmp_path)
     complete(model, ModelRequest(system="s", messages=[UserMessage(content="go")]), RetryPolicy())
     # After a compaction the context holds only a summary: the result cannot be checked, so it is not.
     summary_only = [UserMessage(content="The conversation history before this point was compacted ...")]
     assert complete(model, ModelRequest(system="s", messages=summary_only), RetryPolicy()).text == "done"
+
+
+def test_an_entry_without_parent_id_is_corrupt_for_the_replay_as_for_a_resume(tmp_path: Path) -> None:
+    orphan = {"type": "message", "id": "b", "timestamp": "t", "message": assistant("injected, no parent")}
+    path = write_lines(tmp_path / "s.jsonl", [header(), entry("a", None, user("hi")), orphan,
+                                              entry("c", "a", assistant("recorded"))])
+    recording = load_recording(path)
+    assert [m.text for m in recording.assistants] == ["recorded"] and recording.skipped_lines == [3]
+    assert [m.text for m in Session.load(path).context()] == ["hi", "recorded"]  # the one reader: same rule

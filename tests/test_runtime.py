@@ -12,9 +12,17 @@ import pytest
 from bot.agent.compaction import Compactor
 from bot.agent.config import Settings
 from bot.agent.loop import Outcome
-from bot.agent.runtime import SessionUnavailable, build_agent, open_session, resolve_settings_model
+from bot.agent.runtime import (
+    RunSetupError,
+    SessionOptions,
+    SessionUnavailable,
+    build_agent,
+    open_session,
+    prepare_run,
+    resolve_settings_model,
+)
 from bot.agent.session import SessionConversation
-from bot.llm.errors import ConfigError
+from bot.llm.errors import AuthError, ConfigError
 from bot.llm.messages import ToolCall, Usage
 from bot.llm.mock import MockModel
 from bot.llm.models import EndpointConfig
@@ -224,3 +232,61 @@ def test_compaction_can_be_disabled(workspace: Path, tmp_path: Path) -> None:
     handle = open_session(config, workspace)
     agent = build_agent(config, workspace, session=handle, model=MockModel(), env={})
     assert agent.compactor is None
+
+
+# -- prepare_run: one setup and one error net for every shell ----------------------------------------
+def test_prepare_run_builds_the_agent_on_its_session_and_wraps_every_tool(workspace: Path, tmp_path: Path) -> None:
+    model = MockModel()
+    model.enqueue("", tool_calls=[ToolCall(id="c1", name="read", arguments={"path": "notes.txt"})],
+                  usage=Usage(input=10, output=2))
+    model.enqueue("beta", usage=Usage(input=20, output=3))
+    wrapped: list[str] = []
+
+    def wrap(tool: Tool) -> Tool:
+        wrapped.append(tool.name)
+        return tool
+
+    with prepare_run(settings(tmp_path), workspace, model=model, env={}, wrap_tool=wrap,
+                     session=SessionOptions(metadata={"repo": "octo/demo", "number": 7})) as run:
+        assert wrapped == READ_ONLY and list(run.agent.tools) == READ_ONLY
+        assert run.agent.cancel is run.agent.tool_context.cancel  # shared once, not written per call
+        result = run.agent.run("where is beta?")
+    assert result.ok and (result.run_usage.input, result.run_usage.output) == (30, 5)
+    assert run.handle.path is not None and run.handle.path.exists()  # answered: kept
+    header = json.loads(run.handle.path.read_text().splitlines()[0])
+    assert header["repo"] == "octo/demo" and header["metadata"] == {"number": 7}
+
+    with prepare_run(settings(tmp_path), workspace, model=MockModel(), env={},
+                     session=SessionOptions(resume=run.handle.path.stem[:8])) as again:
+        again.agent.model.enqueue("still here", usage=Usage(input=7))  # type: ignore[attr-defined]
+        second = again.agent.run("and now?")
+    assert second.run_usage.input == 7 and second.usage.input == 37  # this run apart from the session's
+
+
+def test_a_failed_setup_leaves_no_session_file(workspace: Path, tmp_path: Path) -> None:
+    sessions = tmp_path / "sessions"
+    for broken, cause in [(settings(tmp_path, model="mock:m", tools=["teleport"]), ValueError),
+                          (settings(tmp_path, model="openai:gpt-4.1"), ConfigError)]:
+        with pytest.raises(RunSetupError) as failed, prepare_run(broken, workspace, env={}):
+            pytest.fail("the block must not run")
+        assert isinstance(failed.value.error, cause)
+        assert list(sessions.glob("*.jsonl")) == []
+    with pytest.raises(RunSetupError) as missing, prepare_run(settings(tmp_path), workspace, model=MockModel(),
+                                                              session=SessionOptions(resume="feedface")):
+        pytest.fail("the block must not run")
+    assert isinstance(missing.value.error, SessionUnavailable)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(RunSetupError, match="a-file/sessions: cannot write sessions there"), \
+            prepare_run(settings(tmp_path, session_dir=str(blocker / "sessions")), workspace, model=MockModel()):
+        pytest.fail("the block must not run")
+
+
+def test_a_run_the_model_never_answered_leaves_no_session(workspace: Path, tmp_path: Path) -> None:
+    model = MockModel()
+    model.enqueue(AuthError("invalid x-api-key", provider="anthropic", status=401))
+    with prepare_run(settings(tmp_path), workspace, model=model, env={}) as run:
+        result = run.agent.run("hello?")
+        assert run.handle.path is not None and run.handle.path.exists()  # the prompt was written...
+    assert result.outcome is Outcome.ERROR
+    assert run.handle.path is None and list((tmp_path / "sessions").glob("*.jsonl")) == []  # ...and removed

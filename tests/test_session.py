@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -129,8 +128,9 @@ def test_kill_9_while_writing_loses_at_most_the_entry_in_flight(tmp_path: Path) 
     path = tmp_path / "killed.jsonl"
     process = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
+    # Killed while it goes on appending (it never stops): wherever the kill lands. The deterministic twin,
+    # test_a_file_cut_at_any_byte_loads_a_prefix_of_the_conversation, cuts the file at offsets all through it.
     assert process.stdout.readline().strip() == "ready"
-    time.sleep(0.2)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=10)
     loaded = Session.load(path)
@@ -391,3 +391,54 @@ def test_invalid_utf8_loses_only_its_line(tmp_path: Path) -> None:
     loaded = Session.load(path)
     assert [m.text for m in loaded.context()] == ["message 0", "message 2"]
     assert f"{path}: skipped 1 corrupt line(s): 3" in loaded.warnings
+
+
+def test_a_leaf_whose_target_line_is_lost_falls_back_to_the_last_valid_entry(tmp_path: Path) -> None:
+    session = new_session(tmp_path)
+    conversation = SessionConversation(session)
+    conversation.append(UserMessage(content="q1"))
+    conversation.append(assistant("a1"))
+    target = session.tip
+    conversation.append(UserMessage(content="q2"))
+    conversation.append(assistant("a2"))
+    assert target is not None
+    conversation.switch_leaf(target)
+    session.close()
+    path = tmp_path / "s.jsonl"
+    lines = path.read_text().splitlines()
+    lines[2] = lines[2][:25]  # a1's line (the leaf's target) is cut: corrupt
+    path.write_text("\n".join(lines) + "\n")
+    loaded = Session.load(path)
+    # the leaf moves nothing: the branch still ends at a2, and nothing on it is lost but the corrupt line
+    assert [m.text for m in loaded.context()] == ["q1", "q2", "a2"]
+    assert any(f"moves the tip to {target!r}, which is not in the file" in w for w in loaded.warnings)
+    SessionConversation(loaded).append(UserMessage(content="after"))
+    appended = json.loads(path.read_text().splitlines()[-1])
+    a2 = [e for e in loaded.entries if e["type"] == "message"][-2]
+    assert appended["parent_id"] == a2["id"] != target  # hangs from an entry that exists
+    assert [m.text for m in Session.load(path).context()] == ["q1", "q2", "a2", "after"]
+
+
+def test_forking_from_an_entry_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    source = new_session(tmp_path, "source.jsonl")
+    source.append_message(UserMessage(content="q"))
+    with pytest.raises(SessionError, match="no entry with id 'deadbeef'"):
+        fork_session(source, tmp_path / "fork.jsonl", cwd=tmp_path, tip="deadbeef")
+    assert not (tmp_path / "fork.jsonl").exists()
+
+
+def test_a_session_file_appears_with_its_first_entry(tmp_path: Path) -> None:
+    session = new_session(tmp_path)
+    assert not (tmp_path / "s.jsonl").exists()
+    session.close()
+    assert not (tmp_path / "s.jsonl").exists()
+    again = new_session(tmp_path)
+    again.append_message(UserMessage(content="first"))
+    assert [line["type"] for line in lines_of(tmp_path / "s.jsonl")] == ["session", "message"]
+
+
+def test_a_pi_file_is_not_read_as_an_opi_session(tmp_path: Path) -> None:
+    path = tmp_path / "pi.jsonl"
+    path.write_text('{"type":"session","version":3,"id":"x","timestamp":"t","cwd":"/"}\n')
+    with pytest.raises(SessionFormatError, match="a pi session"):
+        Session.load(path)

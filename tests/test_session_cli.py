@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from bot.agent.session import Session
+from bot.agent.session_store import load_session
 from tests.fake_llm import FakeLLMServer, Reply
 
 pytest_plugins = ["tests.fake_llm"]
@@ -45,7 +46,7 @@ def test_resume_a_pi_file_continue_export_and_list(tmp_path: Path, fake_llm: Fak
     assert pi_copy.read_bytes() == PI_FILE.read_bytes()
     [made] = sessions.glob("*.jsonl")
     session = Session.load(made)
-    assert session.header.parent_session == Session.load(PI_FILE).header.id
+    assert session.header.parent_session == load_session(PI_FILE).header.id
     spent = session.totals().cost.total
     assert spent is not None and spent > 0.0188  # pi's four calls, plus ours
 
@@ -70,7 +71,7 @@ def test_resume_a_pi_file_continue_export_and_list(tmp_path: Path, fake_llm: Fak
     pi_out = tmp_path / "back-to-pi.jsonl"
     assert run(["export", prefix, "--format", "pi", "-o", str(pi_out)], work, fake_llm, sessions).returncode == 0
     assert json.loads(pi_out.read_text().splitlines()[0])["version"] == 3
-    back = Session.load(pi_out)
+    back = load_session(pi_out)
     assert [m.model_dump() for m in back.context()] == [m.model_dump() for m in Session.load(made).context()]
 
     # 4. bad references are usage errors that name the problem

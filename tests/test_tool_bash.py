@@ -4,6 +4,8 @@ backgrounded grandchildren not hanging the call, tail truncation with the full l
 from __future__ import annotations
 
 import os
+import stat
+import subprocess
 import tempfile
 import threading
 import time
@@ -13,7 +15,7 @@ import pytest
 
 from bot.tools.base import ToolContext, ToolOutput
 from bot.tools.bash import BashTool
-from bot.tools.read import MAX_BYTES, MAX_LINES
+from bot.tools.read import MAX_BYTES, MAX_LINES, ReadTool
 
 
 @pytest.fixture
@@ -35,7 +37,10 @@ def bash(ctx: ToolContext, command: str, timeout: float | None = None, grace: fl
 
 
 def leftover_logs(ctx: ToolContext) -> list[str]:
-    return sorted(p.name for p in Path(tempfile.gettempdir()).iterdir())
+    """Files left in the system temp dir and in the run's own temp dir."""
+    outside = [p.name for p in Path(tempfile.gettempdir()).iterdir() if p != ctx.temp_dir]
+    inside = [p.name for p in ctx.temp_dir.iterdir()] if ctx.temp_dir else []
+    return sorted(outside + inside)
 
 
 def gone(pid: int) -> bool:
@@ -101,16 +106,14 @@ def test_killed_by_signal_is_reported(ctx: ToolContext) -> None:
     assert out.is_error and "Command was killed by SIGKILL." in out.text
 
 
-def test_backgrounded_grandchild_does_not_hang_the_call(ctx: ToolContext) -> None:
+def test_backgrounded_grandchild_does_not_hang_the_call_and_is_killed_when_it_returns(ctx: ToolContext) -> None:
     out = bash(ctx, "sleep 60 & echo $! > bg.pid; echo started", timeout=20)
     pid = int((ctx.workspace / "bg.pid").read_text())
-    try:
-        assert not out.is_error, out.text
-        assert out.text == "started"
-        assert out.details is not None and out.details["timed_out"] is False
-        assert not gone(pid)  # left running on purpose: `server &` is a legitimate use
-    finally:
-        os.kill(pid, 9)
+    assert not out.is_error, out.text
+    assert out.text.startswith("started\n\n[1 background process left running by the command was killed")
+    assert out.details is not None and out.details["timed_out"] is False
+    assert out.details["background_killed"] == 1
+    assert gone(pid)  # already gone when the call returns, not eventually
 
 
 def test_timeout_kills_the_whole_process_group(ctx: ToolContext) -> None:
@@ -213,10 +216,6 @@ def test_invalid_arguments(ctx: ToolContext) -> None:
     assert bad.is_error and "timeout" in bad.text and "greater than 0" in bad.text
 
 
-def test_is_mutating() -> None:
-    assert BashTool.mutating
-
-
 def test_carriage_return_progress_shows_its_last_state(ctx: ToolContext) -> None:
     assert bash(ctx, r"printf 'get 10%%\rget 50%%\rget 100%%\r\ndone\r\n'").text == "get 100%\ndone"
 
@@ -232,3 +231,61 @@ def test_nothing_starts_once_the_turn_is_cancelled(ctx: ToolContext) -> None:
     out = bash(ctx, "touch started")
     assert out.is_error and out.text == "Not run: the turn was cancelled"
     assert not (ctx.workspace / "started").exists()
+
+
+# -- leftovers, the output cap and temp files (issue 9) --------------------------------------------------
+def test_setsid_and_double_forked_daemons_are_gone_when_the_call_returns(ctx: ToolContext) -> None:
+    command = ("setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $! > setsid.pid; "
+               "(setsid sh -c 'sleep 300 & echo $! > daemon.pid' &) ; "
+               "while [ ! -s daemon.pid ]; do sleep 0.01; done; echo launched")
+    out = bash(ctx, command)
+    assert not out.is_error, out.text
+    assert out.text.startswith("launched")
+    pids = [int((ctx.workspace / name).read_text()) for name in ("setsid.pid", "daemon.pid")]
+    assert all(gone(pid) for pid in pids)  # already at return, not eventually
+    assert out.details is not None and out.details["background_killed"] >= 2
+
+
+def test_processes_that_existed_before_the_call_are_left_alone(ctx: ToolContext) -> None:
+    unrelated = subprocess.Popen(["sleep", "300"])
+    try:
+        out = bash(ctx, "sleep 300 & echo started")
+        assert not out.is_error, out.text
+        assert unrelated.poll() is None
+    finally:
+        unrelated.kill()
+        unrelated.wait()
+
+
+def test_output_over_the_cap_kills_the_command_and_says_so(ctx: ToolContext) -> None:
+    ctx.output_cap_bytes = 1024 * 1024
+    out = bash(ctx, "yes 'a fairly long line of output'; echo never")
+    assert out.is_error
+    assert out.text.endswith("Command output reached the 1.0 MB limit; it and every process it started were "
+                             "killed. Redirect large output to a file in the workspace, or filter it (grep, tail).")
+    assert out.details is not None and out.details["output_capped"] is True
+    log = Path(out.details["full_output_path"])
+    assert log.stat().st_size <= ctx.output_cap_bytes  # the cap holds on disk
+    assert "never" not in log.read_text()
+
+
+def test_the_full_log_lives_in_the_run_temp_dir_until_cleanup(ctx: ToolContext) -> None:
+    out = bash(ctx, f"seq 1 {MAX_LINES * 2}")
+    assert out.details is not None
+    log = Path(out.details["full_output_path"])
+    assert ctx.temp_dir is not None and log.parent == ctx.temp_dir
+    assert stat.S_IMODE(ctx.temp_dir.stat().st_mode) == 0o700
+    assert bash(ctx, "true").text == "(no output)"
+    assert sorted(p.name for p in ctx.temp_dir.iterdir()) == [log.name]  # untruncated logs go at once
+    ctx.cleanup()
+    assert not log.exists() and ctx.temp_dir is None
+    assert leftover_logs(ctx) == []
+    ctx.cleanup()  # twice is fine
+
+
+def test_the_model_can_read_a_truncated_log_with_read(ctx: ToolContext) -> None:
+    out = bash(ctx, f"seq 1 {MAX_LINES * 2}")
+    assert out.details is not None
+    shown = ReadTool().execute({"path": out.details["full_output_path"], "offset": MAX_LINES * 2}, ctx)
+    assert not shown.is_error, shown.text
+    assert f"{MAX_LINES * 2}" in shown.text

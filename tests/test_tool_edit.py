@@ -11,11 +11,6 @@ from bot.tools.base import ToolContext, ToolOutput
 from bot.tools.edit import EditTool
 
 
-@pytest.fixture
-def ctx(tmp_path: Path) -> ToolContext:
-    return ToolContext(workspace=tmp_path)
-
-
 def edit(ctx: ToolContext, path: str, old: str | None = None, new: str | None = None,
          **extra: object) -> ToolOutput:
     args: dict[str, object] = {"path": path, **extra}
@@ -221,3 +216,33 @@ def test_unencodable_new_text_is_a_clear_error(ctx: ToolContext) -> None:
     out = edit(ctx, "a.txt", "x", "y\ud800")
     assert out.is_error and out.text == "new_text is not valid Unicode: surrogates not allowed at character 1"
     assert path.read_text() == "x\n"
+
+
+@pytest.mark.parametrize(("in_file", "old", "new", "expected"), [
+    ("greeting = '你好，世界'\n", "greeting = '你好,世界'", "greeting = '再见'", "greeting = '再见'\n"),
+    ("code = 'ＡＢＣ１２３'\n", "code = 'ABC123'", "code = 'XYZ'", "code = 'XYZ'\n"),
+    ("name = 'Cafe\u0301'\n", "name = 'Caf\u00e9'", "name = 'Bar'", "name = 'Bar'\n"),  # decomposed é in the file
+    ("name = 'Caf\u00e9'\n", "name = 'Cafe\u0301'", "name = 'Bar'", "name = 'Bar'\n"),  # and the other way
+])
+def test_fallback_applies_nfkc_normalisation(ctx: ToolContext, in_file: str, old: str, new: str,
+                                             expected: str) -> None:
+    path = put(ctx, "text.py", in_file + "other = 1\n")
+    out = edit(ctx, "text.py", old, new)
+    assert not out.is_error, out.text
+    assert path.read_text() == expected + "other = 1\n"
+    assert out.details is not None and out.details["fallback"] == [0]
+
+
+def test_a_combining_mark_at_the_end_of_the_match_is_replaced_with_its_letter(ctx: ToolContext) -> None:
+    path = put(ctx, "a.txt", "x = e\u0301\ny = 2\n")
+    out = edit(ctx, "a.txt", "x = \u00e9", "x = a")
+    assert not out.is_error, out.text
+    assert path.read_text() == "x = a\ny = 2\n"  # no stray U+0301 left behind
+
+
+def test_old_text_twice_once_line_endings_are_ignored_is_ambiguous(ctx: ToolContext) -> None:
+    original = b"hello\r\nworld\r\nmiddle\nhello\nworld\n"
+    path = put(ctx, "mixed.txt", original)
+    out = edit(ctx, "mixed.txt", "hello\nworld\n", "bye\n")
+    assert out.is_error and "matches 2 times" in out.text
+    assert path.read_bytes() == original

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -108,3 +110,31 @@ def test_glob_matcher(pattern: str, path: str, expected: bool) -> None:
 def test_unclosed_brace_is_a_clear_error(tmp_path: Path) -> None:
     out = find(tmp_path, pattern="*.{js")
     assert out.is_error and out.text == "Invalid glob '*.{js': unclosed '{'"
+
+
+# -- git under find is a tool subprocess too (issue 9) ------------------------------------------------------
+def test_git_gets_the_scrubbed_environment(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_git = shutil.which("git")
+    assert real_git is not None
+    dump = tmp_path / "git-env.txt"
+    fake = tmp_path / "bin" / "git"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\nenv >> '{dump}'\nexec '{real_git}' \"$@\"\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("GITHUB_TOKEN", "leak-0")  # in the agent's own environment
+    ctx = ToolContext(workspace=repo)
+    ctx.env = {**ctx.env, "PATH": f"{fake.parent}{os.pathsep}{ctx.env.get('PATH', '')}",
+               "ACTIONS_RUNTIME_TOKEN": "leak-1", "MY_ENDPOINT_KEY": "leak-2", "VISIBLE_SETTING": "ok"}
+    ctx.extra_env_names = ("MY_ENDPOINT_KEY",)
+    out = FindTool().execute({"pattern": "*.py"}, ctx)
+    assert "setup.py" in out.text
+    environment = dump.read_text()
+    assert "VISIBLE_SETTING=ok" in environment and "leak-" not in environment
+
+
+def test_a_configured_fsmonitor_command_is_never_run(repo: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    git(repo, "config", "core.fsmonitor", f"touch '{marker}'; false")
+    out = find(repo, pattern="*.py")
+    assert "setup.py" in out.text
+    assert not marker.exists()

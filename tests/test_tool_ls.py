@@ -49,8 +49,9 @@ def test_subdirectory_empty_missing_and_file(tmp_path: Path) -> None:
     assert file.is_error and file.text == "sub/x.py is a file, not a directory; use read to see its content"
 
 
-def test_outside_the_workspace_is_allowed(tmp_path: Path) -> None:
+def test_outside_the_workspace_is_refused(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
     (tmp_path / "sibling.txt").write_text("")
-    assert "sibling.txt" in ls(ws, path="..").text.splitlines()
+    out = ls(ws, path="..")
+    assert out.is_error and "outside the workspace" in out.text and "sibling.txt" not in out.text

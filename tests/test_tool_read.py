@@ -3,17 +3,9 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
-
-import pytest
 
 from bot.tools.base import ToolContext, ToolOutput
 from bot.tools.read import MAX_BYTES, MAX_LINE_CHARS, MAX_LINES, ReadTool
-
-
-@pytest.fixture
-def ctx(tmp_path: Path) -> ToolContext:
-    return ToolContext(workspace=tmp_path)
 
 
 def read(ctx: ToolContext, **args: object) -> ToolOutput:

@@ -1,13 +1,18 @@
-"""The tool set and the non-interactive mutating-tool policy."""
+"""The tool set and the mutating-tool policy: which tools the loop asks the approver for, and which a
+non-interactive run gets."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import jsonschema
 import pytest
 
-from bot.tools.base import Tool
+from bot.agent.loop import Agent
+from bot.llm.messages import ToolCall, ToolResultMessage
+from bot.llm.mock import MockModel
+from bot.tools.base import Tool, ToolContext
 from bot.tools.registry import (
     ALL_TOOLS,
     MUTATING,
@@ -23,10 +28,45 @@ def names(tools: list[Tool]) -> list[str]:
     return [tool.name for tool in tools]
 
 
-def test_sets() -> None:
-    assert ALL_TOOLS == ("read", "write", "edit", "bash", "grep", "find", "ls")
-    assert frozenset({"read", "grep", "find", "ls"}) == READ_ONLY
-    assert frozenset({"write", "edit", "bash"}) == MUTATING
+# One call per tool that would change `notes.txt` if the tool can change anything at all.
+CALLS: dict[str, dict[str, object]] = {
+    "read": {"path": "notes.txt"},
+    "write": {"path": "notes.txt", "content": "overwritten\n"},
+    "edit": {"path": "notes.txt", "old_text": "original", "new_text": "edited"},
+    "bash": {"command": "echo ran > notes.txt"},
+    "grep": {"pattern": "original"},
+    "find": {"pattern": "*.txt"},
+    "ls": {"path": "."},
+}
+
+
+def test_the_model_is_offered_every_tool_in_canonical_order() -> None:
+    assert names(select_tools(None, allow_mutating=True, no_tools=False)) == [
+        "read", "write", "edit", "bash", "grep", "find", "ls"]
+    assert set(CALLS) == set(ALL_TOOLS)
+
+
+def test_exactly_the_mutating_tools_ask_the_approver_and_a_refusal_changes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("original\n")
+    model = MockModel()
+    model.enqueue("", tool_calls=[ToolCall(id=f"c-{name}", name=name, arguments=args) for name, args in CALLS.items()])
+    model.enqueue("done")
+    asked: list[str] = []
+
+    def refuse(call: ToolCall, tool: Tool) -> str:
+        asked.append(call.name)
+        return "not now"
+
+    tools = select_tools(None, allow_mutating=True, no_tools=False)
+    result = Agent(model, tools, ToolContext(workspace=tmp_path), "system", approver=refuse).run("go")
+    assert result.ok
+    assert asked == ["write", "edit", "bash"]
+    assert (tmp_path / "notes.txt").read_text() == "original\n"  # no refused call ran
+    outcomes = {m.tool_name: m for m in model.requests[1].messages if isinstance(m, ToolResultMessage)}
+    assert all(outcomes[name].is_error and "refused" in outcomes[name].text for name in asked)
+    assert not any(outcomes[name].is_error for name in READ_ONLY), outcomes  # they ran without asking
+    # The registry's sets are what the loop does, not a second list to keep in step.
+    assert frozenset(asked) == MUTATING and frozenset(ALL_TOOLS) - MUTATING == READ_ONLY
     assert all(TOOL_CLASSES[name].mutating == (name in MUTATING) for name in ALL_TOOLS)
 
 

@@ -12,11 +12,6 @@ from bot.tools.base import ToolContext, ToolError, ToolOutput
 from bot.tools.write import WriteTool, atomic_write
 
 
-@pytest.fixture
-def ctx(tmp_path: Path) -> ToolContext:
-    return ToolContext(workspace=tmp_path)
-
-
 def write(ctx: ToolContext, path: str, content: str) -> ToolOutput:
     return WriteTool().execute({"path": path, "content": content}, ctx)
 
@@ -89,10 +84,6 @@ def test_empty_content_and_unicode(ctx: ToolContext) -> None:
 def test_missing_argument_is_reported() -> None:
     out = WriteTool().execute({"path": "x"}, ToolContext(workspace=Path("/nonexistent")))
     assert out.is_error and out.text == "Invalid arguments for write: content: Field required"
-
-
-def test_is_mutating() -> None:
-    assert WriteTool.mutating
 
 
 def test_unencodable_content_and_path_are_clear_errors(ctx: ToolContext) -> None:

@@ -12,7 +12,9 @@ an artifact without an `actions/upload-artifact` step:
 3. `POST .../FinalizeArtifact` with `{..., name, size, hash: "sha256:<hex>"}`; the answer carries
    `artifact_id`.
 
-Each request is retried with backoff on connection errors, 429 and 5xx. A failed upload never raises
+Each request is retried with backoff on connection errors, 429 and 5xx. A 409 on `CreateArtifact` means
+this job already has an artifact of that name (the post step uploading what the main step already had):
+`ListArtifacts` with a name filter finds it, and the upload counts as done. A failed upload never raises
 out of `upload_session`: it returns an `UploadResult` with the reason, and the local file stays put.
 
 Download goes through the REST API: `GET /repos/{o}/{r}/actions/artifacts` (newest first),
@@ -28,9 +30,10 @@ import hashlib
 import io
 import json
 import random
+import re
 import time
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -55,6 +58,11 @@ class ArtifactNotFound(ArtifactError):
 
 class ArtifactExpired(ArtifactError):
     pass
+
+
+class ArtifactConflict(ArtifactError):
+    """HTTP 409: an artifact of that name already exists for this job (e.g. the post step uploading what the
+    main step already had)."""
 
 
 class _Retryable(ArtifactError):
@@ -200,6 +208,8 @@ def _raise_for(response: httpx2.Response, what: str) -> None:
     message = f"{what}: HTTP {status}{': ' + detail if detail else ''}"
     if status in (408, 429) or status >= 500:
         raise _Retryable(message, _retry_after(response))
+    if status == 409:
+        raise ArtifactConflict(message)
     raise ArtifactError(message)
 
 
@@ -224,6 +234,15 @@ class UploadResult:
     artifact_id: int | None = None
     url: str | None = None
     error: str | None = None
+    already_uploaded: bool = False  # the artifact existed (409) and was found by name: still a success
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    artifact_id: int
+    sha256: str  # "" when the artifact already existed: its bytes were not sent again
+    size: int
+    already_uploaded: bool = False
 
 
 class ArtifactUploader:
@@ -242,18 +261,52 @@ class ArtifactUploader:
         self.timeout = timeout
 
     def upload(self, name: str, data: bytes) -> tuple[int, str]:
-        """Create, upload and finalize; returns (artifact_id, sha256 hex). Raises ArtifactError."""
+        """Create, upload and finalize; returns (artifact_id, sha256 hex). Raises ArtifactError (and
+        ArtifactConflict when the name is taken)."""
         import httpx2
 
-        digest = hashlib.sha256(data).hexdigest()
         with httpx2.Client(timeout=self.timeout) as client:
-            created = self._twirp(client, "CreateArtifact", {**self._ids(), "name": name, "version": 4})
-            signed_url = created.get("signed_upload_url") or created.get("signedUploadUrl")
-            if not created.get("ok") or not isinstance(signed_url, str):
-                raise ArtifactError(f"CreateArtifact for {name!r} was refused: {created}")
-            self._upload_blob(client, signed_url, data)
-            finalized = self._twirp(client, "FinalizeArtifact", {
-                **self._ids(), "name": name, "size": str(len(data)), "hash": f"sha256:{digest}"})
+            return self._create_upload_finalize(client, name, data)
+
+    def upload_or_find(self, name: str, data: bytes) -> Uploaded:
+        """Upload, or, when the service answers 409 because this job already has an artifact of that name
+        (the main step uploaded it before it died, and this is the post step), find that artifact by name
+        and return it as a success. Raises ArtifactError."""
+        import httpx2
+
+        with httpx2.Client(timeout=self.timeout) as client:
+            try:
+                artifact_id, digest = self._create_upload_finalize(client, name, data)
+            except ArtifactConflict:
+                self.log(f"artifact {name} already exists for this job; looking it up by name")
+                found = self._find_by_name(client, name)
+                if found is None:
+                    raise ArtifactError(f"artifact {name!r} already exists for this job but is not listed: an "
+                                        "earlier upload of it was interrupted before it was finalized") from None
+                return found
+        return Uploaded(artifact_id, digest, len(data))
+
+    def _find_by_name(self, client: httpx2.Client, name: str) -> Uploaded | None:
+        """`ListArtifacts` of the results service, filtered by name: the finalized artifacts of this run."""
+        answer = self._twirp(client, "ListArtifacts", {**self._ids(), "name_filter": name})
+        for item in answer.get("artifacts") or []:
+            if not isinstance(item, dict) or item.get("name") != name:
+                continue
+            artifact_id = item.get("database_id") or item.get("databaseId")
+            if artifact_id is None:
+                continue
+            return Uploaded(int(artifact_id), "", int(item.get("size") or 0), already_uploaded=True)
+        return None
+
+    def _create_upload_finalize(self, client: httpx2.Client, name: str, data: bytes) -> tuple[int, str]:
+        digest = hashlib.sha256(data).hexdigest()
+        created = self._twirp(client, "CreateArtifact", {**self._ids(), "name": name, "version": 4})
+        signed_url = created.get("signed_upload_url") or created.get("signedUploadUrl")
+        if not created.get("ok") or not isinstance(signed_url, str):
+            raise ArtifactError(f"CreateArtifact for {name!r} was refused: {created}")
+        self._upload_blob(client, signed_url, data)
+        finalized = self._twirp(client, "FinalizeArtifact", {
+            **self._ids(), "name": name, "size": str(len(data)), "hash": f"sha256:{digest}"})
         artifact_id = finalized.get("artifact_id") or finalized.get("artifactId")
         if not finalized.get("ok") or artifact_id is None:
             raise ArtifactError(f"FinalizeArtifact for {name!r} was refused: {finalized}")
@@ -304,6 +357,16 @@ class ArtifactUploader:
         _with_retries(what, self.backoff, self.log, call)
 
 
+def _last_page(link: str) -> int:
+    """The page number of `rel="last"` in a `Link` header; 1 when there is none (a single page)."""
+    for part in link.split(","):
+        if 'rel="last"' in part:
+            match = re.search(r"[?&]page=(\d+)", part)
+            if match:
+                return max(1, int(match.group(1)))
+    return 1
+
+
 def _with_query(url: str, query: str) -> str:
     from urllib.parse import quote
 
@@ -327,13 +390,14 @@ def upload_session(path: Path, name: str, env: Mapping[str, str], *, backoff: Ba
         return UploadResult(name, ok=False, error=f"cannot read the session file {path}: {exc}")
     try:
         uploader = ArtifactUploader(results_url, token, backoff=backoff, log=log)
-        artifact_id, digest = uploader.upload(name, data)
+        uploaded = uploader.upload_or_find(name, data)
     except ArtifactError as exc:
         return UploadResult(name, ok=False, size=len(data), error=str(exc))
     except Exception as exc:  # an upload bug must not fail the run the session describes
         return UploadResult(name, ok=False, size=len(data), error=f"{type(exc).__name__}: {exc}")
-    return UploadResult(name, ok=True, size=len(data), sha256=digest, artifact_id=artifact_id,
-                        url=artifact_web_url(env, artifact_id))
+    return UploadResult(name, ok=True, size=uploaded.size, sha256=uploaded.sha256,
+                        artifact_id=uploaded.artifact_id, url=artifact_web_url(env, uploaded.artifact_id),
+                        already_uploaded=uploaded.already_uploaded)
 
 
 def artifact_web_url(env: Mapping[str, str], artifact_id: int) -> str | None:
@@ -401,18 +465,36 @@ class GitHubArtifacts:
         return httpx2.Client(timeout=self.timeout, headers=headers, follow_redirects=False)
 
     def _get_json(self, path: str, params: dict[str, str | int] | None = None) -> Any:
+        return self._get_page(path, params)[0]
+
+    def _get_page(self, path: str, params: dict[str, str | int] | None = None) -> tuple[Any, str]:
+        """The JSON answer and its `Link` header (for pagination)."""
         url = f"{self.api_url}/repos/{self.repo}{path}"
 
-        def call() -> Any:
+        def call() -> tuple[Any, str]:
             with self._client() as client:
                 response = client.get(url, params=params)
             self._raise_rest(response, f"GET {path}")
             try:
-                return response.json()
+                return response.json(), response.headers.get("link", "")
             except ValueError:
                 raise ArtifactError(f"GET {path}: the answer is not JSON: {response.text[:200]!r}") from None
 
-        return _with_retries(f"GET {path}", self.backoff, self.log, call)
+        result: tuple[Any, str] = _with_retries(f"GET {path}", self.backoff, self.log, call)
+        return result
+
+    def issue_comments_newest_first(self, number: int, *, max_pages: int = 3) -> Iterator[dict[str, Any]]:
+        """The comments of issue/PR `number`, newest first. GitHub lists them oldest first, so this reads
+        the first page only for its `Link: rel="last"`, then walks back from the last page: the newest
+        report is found in two requests however long the thread."""
+        path = f"/issues/{number}/comments"
+        first, link = self._get_page(path, {"per_page": 100, "page": 1})
+        last = _last_page(link)
+        for page in range(last, max(0, last - max_pages), -1):
+            data = first if page == 1 else self._get_page(path, {"per_page": 100, "page": page})[0]
+            if not isinstance(data, list):
+                raise ArtifactError(f"GET {path}: expected a list of comments, got {type(data).__name__}")
+            yield from (item for item in reversed(data) if isinstance(item, dict))
 
     def _raise_rest(self, response: httpx2.Response, what: str) -> None:
         status = response.status_code

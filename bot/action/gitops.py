@@ -1,26 +1,43 @@
-"""Git for the action, as plain `git` subprocesses with an explicit environment.
+"""Git for the broker, as plain `git` subprocesses with a minimal, hardened environment.
 
-- Every call passes `safe.directory` on the command line (protected config), because the workspace is
-  owned by the runner user while the container may run as root.
-- The push token travels as an `http.extraheader` through `GIT_CONFIG_*` variables: never in argv (visible
-  in `ps`), never in the remote URL (echoed in errors), never written to `.git/config`.
-- The bot's identity is set through `GIT_AUTHOR_*`/`GIT_COMMITTER_*` so it wins over any inherited config.
+Two repositories are involved, and the line between them is the security boundary:
+
+- The **workspace** (`Repo`): the runner's checkout. The broker fetches and checks out the right branch
+  there *before* the agent starts. From then on its `.git` is the agent's to tamper with (hooks,
+  `core.fsmonitor`, filters), so the broker never runs git in it again until `WorkspaceGuard.restore` has
+  put its config and hooks back.
+- The **snapshot** (`Snapshot`): a bare repository the broker owns, holding the base commit. After the agent,
+  the broker reads the workspace's *files* into the snapshot's own index (`--work-tree`, never the
+  workspace's `.git`), commits and pushes from there.
+
+Every command runs with `core.hooksPath=/dev/null`, `core.fsmonitor=false`, only the https, http and file
+transports, no system or global config, no inherited `GIT_*` variables and no environment but a system
+PATH, an empty HOME and the locale (`bot.action.git_auth`). The token reaches git only for a fetch or push,
+through a credential helper reading an inherited pipe.
 """
 
 from __future__ import annotations
 
-import base64
+import contextlib
+import functools
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from bot.action.git_auth import HARDENED_CONFIG, hardened_git_env
 from bot.action.redact import Redactor
 
 GIT_TIMEOUT = 300
+
+# Beyond git_auth's (hooks, fsmonitor, transports, helpers): what the broker's own commands also need.
+# Protected settings on the command line beat any config file.
+_BROKER_CONFIG = ("-c", "safe.directory=*", "-c", "diff.external=", "-c", "commit.gpgsign=false",
+                  "-c", "tag.gpgsign=false", "-c", "core.sshCommand=false")
 
 
 class GitError(Exception):
@@ -31,6 +48,10 @@ class GitError(Exception):
 
 class PushRejected(GitError):
     """The remote refused the push because it moved on (someone pushed meanwhile)."""
+
+
+class WorkflowPushRefused(GitError):
+    """The remote refused a change under `.github/workflows/` (the token lacks `workflows` permission)."""
 
 
 @dataclass(frozen=True)
@@ -50,49 +71,59 @@ class Changes:
         return not self.files
 
 
-class Repo:
-    def __init__(self, workspace: Path, *, redact: Redactor | None = None, token: str = "",
-                 server_url: str = "https://github.com", identity: Identity | None = None) -> None:
-        self.workspace = workspace
-        # Reflog entries (checkout -B, reset) need a committer too; in the container the uid may have no
-        # passwd entry and there is no git config, so every command runs as the bot identity.
-        self.identity = identity
+def hardened_args() -> list[str]:
+    return [*HARDENED_CONFIG, *_BROKER_CONFIG]
+
+
+@functools.cache
+def _git_home() -> Path:
+    """An empty HOME of the broker's own: git reads HOME-relative defaults even with global config off."""
+    return Path(tempfile.mkdtemp(prefix="opi-git-home-"))
+
+
+def git_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Only what git needs: no inherited GIT_* (GIT_DIR, GIT_CONFIG_*, GIT_SSH_COMMAND …), no secrets,
+    a fixed system PATH."""
+    return hardened_git_env(_git_home(), extra=extra)
+
+
+def identity_env(identity: Identity) -> dict[str, str]:
+    return {"GIT_AUTHOR_NAME": identity.name, "GIT_AUTHOR_EMAIL": identity.email,
+            "GIT_COMMITTER_NAME": identity.name, "GIT_COMMITTER_EMAIL": identity.email}
+
+
+class Git:
+    """`git` on one repository, hardened. `auth` gives a token for fetches and pushes only."""
+
+    def __init__(self, cwd: Path, *, git_dir: Path | None = None, work_tree: Path | None = None,
+                 redact: Redactor | None = None, token: str = "", server_url: str = "https://github.com",
+                 identity: Identity | None = None) -> None:
+        self.cwd = cwd
+        self.git_dir = git_dir
+        self.work_tree = work_tree
         self.redact = redact or Redactor()
         self.token = token
         self.server_url = server_url.rstrip("/")
+        # Reflog entries need a committer; in the container the uid may have no passwd entry.
+        self.identity = identity
         if token:
             self.redact.add(token)
 
-    # -- plumbing ------------------------------------------------------------------------------------
-    def _env(self, extra: Mapping[str, str] | None = None, *, with_token: bool = False) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_CONFIG_")}
-        env.update({"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"})
-        if self.identity is not None:
-            env.update(_identity_env(self.identity))
-        config: list[tuple[str, str]] = []
-        if with_token and self.token:
-            basic = base64.b64encode(f"x-access-token:{self.token}".encode()).decode()
-            # Replaces the header actions/checkout may have persisted, instead of sending two.
-            config.append((f"http.{self.server_url}/.extraheader", ""))
-            config.append((f"http.{self.server_url}/.extraheader", f"AUTHORIZATION: basic {basic}"))
-        env["GIT_CONFIG_COUNT"] = str(len(config))
-        for i, (key, value) in enumerate(config):
-            env[f"GIT_CONFIG_KEY_{i}"] = key
-            env[f"GIT_CONFIG_VALUE_{i}"] = value
-        env.update(extra or {})
-        return env
-
     def run(self, *args: str, env: Mapping[str, str] | None = None, with_token: bool = False,
             check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        argv = ["git", "-c", f"safe.directory={self.workspace}", "-c", "safe.directory=*", *args]
-        try:
-            proc = subprocess.run(argv, cwd=self.workspace, env=self._env(env, with_token=with_token),
-                                  input=stdin, capture_output=True, text=True, timeout=GIT_TIMEOUT,
-                                  check=False)
-        except FileNotFoundError:
-            raise GitError("git is not installed (the action's image must provide it)") from None
-        except subprocess.TimeoutExpired:
-            raise GitError(f"`git {' '.join(args[:2])}` did not finish within {GIT_TIMEOUT} s") from None
+        argv = ["git", *self._location(), *hardened_args()]
+        extra = {**identity_env(self.identity)} if self.identity else {}
+        extra.update(env or {})
+        with self._credentials(with_token) as (auth_args, fds):
+            argv += [*auth_args, *args]
+            try:
+                proc = subprocess.run(argv, cwd=self.cwd, env=git_environment(extra=extra), input=stdin,
+                                      capture_output=True, text=True, timeout=GIT_TIMEOUT, check=False,
+                                      pass_fds=fds)
+            except FileNotFoundError:
+                raise GitError("git is not installed (the action's image must provide it)") from None
+            except subprocess.TimeoutExpired:
+                raise GitError(f"`git {' '.join(args[:2])}` did not finish within {GIT_TIMEOUT} s") from None
         if check and proc.returncode != 0:
             stderr = self.redact(proc.stderr.strip())
             raise GitError(f"`git {self.redact(' '.join(args))}` failed (exit {proc.returncode}): {stderr}",
@@ -102,7 +133,28 @@ class Repo:
     def out(self, *args: str) -> str:
         return self.run(*args).stdout.strip()
 
-    # -- queries ---------------------------------------------------------------------------------------
+    def _location(self) -> list[str]:
+        where = [f"--git-dir={self.git_dir}"] if self.git_dir else []
+        return where + ([f"--work-tree={self.work_tree}"] if self.work_tree else [])
+
+    @contextlib.contextmanager
+    def _credentials(self, with_token: bool) -> Iterator[tuple[list[str], tuple[int, ...]]]:
+        if not (with_token and self.token):
+            yield [], ()
+            return
+        from bot.action.git_auth import token_credential
+
+        with token_credential(self.token, self.server_url) as (config_args, fds):
+            yield list(config_args), tuple(fds)
+
+
+class Repo(Git):
+    """The workspace checkout, used by the broker before the agent runs."""
+
+    def __init__(self, workspace: Path, **kwargs: object) -> None:
+        super().__init__(workspace, **kwargs)  # type: ignore[arg-type]
+        self.workspace = workspace
+
     def ensure_repo(self) -> None:
         proc = self.run("rev-parse", "--is-inside-work-tree", check=False)
         if proc.returncode != 0 or proc.stdout.strip() != "true":
@@ -115,7 +167,9 @@ class Repo:
         proc = self.run("symbolic-ref", "--quiet", "--short", "HEAD", check=False)
         return proc.stdout.strip() or None
 
-    # -- branches --------------------------------------------------------------------------------------
+    def remote_url(self, remote: str = "origin") -> str:
+        return self.out("remote", "get-url", remote)
+
     def fetch_branch(self, branch: str, *, remote: str = "origin") -> None:
         try:
             self.run("fetch", "--no-tags", remote, f"+refs/heads/{branch}:refs/remotes/{remote}/{branch}",
@@ -153,53 +207,219 @@ class Repo:
             return None
         return proc.stdout.split()[0]
 
-    # -- changes ---------------------------------------------------------------------------------------
-    def changes_since(self, base_sha: str) -> Changes:
-        """Everything that differs from `base_sha`: the agent's edits, new files and any commits it made.
+    def start_point(self) -> str:
+        """The branch the checkout is on, or its commit when detached: where `return_to` goes back to."""
+        return self.current_branch() or self.head_sha()
 
-        New files are staged in a throwaway copy of the index, so the checkout's own index (a user's, in
-        a dry run) is left exactly as it was. `.gitignore` is respected.
-        """
-        with tempfile.TemporaryDirectory(prefix="opi-index-") as tmp:
-            index = Path(tmp) / "index"
-            real_index = self.workspace / self.out("rev-parse", "--git-path", "index")
-            if real_index.exists():
-                shutil.copyfile(real_index, index)
-            env = {"GIT_INDEX_FILE": str(index)}
-            self.run("add", "--all", "--", ".", env=env)
-            patch = self.run("diff", "--cached", "--binary", "--no-color", "--no-ext-diff", base_sha, env=env).stdout
-            stat = self.run("diff", "--cached", "--stat=100", "--no-color", base_sha, env=env).stdout.rstrip()
-            names = self.run("diff", "--cached", "--name-only", "-z", base_sha, env=env).stdout
+    def return_to(self, start: str, touched: Sequence[str]) -> None:
+        """Leave the workspace as the job's later steps expect it: on the branch (or commit) it started on,
+        without the agent's edits (they were delivered, or saved as a patch). Only after
+        `WorkspaceGuard.restore`: this runs git in the workspace again."""
+        branch = self.run("show-ref", "--verify", "--quiet", f"refs/heads/{start}", check=False).returncode == 0
+        self.run("checkout", "-q", "-f", *([start] if branch else ["--detach", start]))
+        for name in touched:
+            tracked = self.run("ls-files", "--error-unmatch", "--", name, check=False).returncode == 0
+            path = self.workspace / name
+            if not tracked and (path.is_file() or path.is_symlink()):
+                path.unlink()
+
+    def git_dir_path(self) -> Path:
+        return (self.workspace / self.out("rev-parse", "--git-dir")).resolve()
+
+
+class Snapshot(Git):
+    """A bare repository the broker owns, holding the base commit; the agent's work is read into it as files."""
+
+    def __init__(self, directory: Path, workspace: Path, base_sha: str, push_url: str, **kwargs: object) -> None:
+        # Runs in the work tree (pathspecs are relative to it) but with the snapshot's own git directory:
+        # an explicit --git-dir turns discovery off, so the workspace's `.git` is never read.
+        super().__init__(workspace, git_dir=directory / "git", work_tree=workspace, **kwargs)  # type: ignore[arg-type]
+        self.directory = directory
+        self.bare = directory / "git"
+        self.workspace = workspace
+        self.base_sha = base_sha
+        self.push_url = push_url
+        self.index = directory / "index"
+
+    @classmethod
+    def take(cls, repo: Repo, directory: Path, **kwargs: object) -> Snapshot:
+        """Copy the base commit out of the workspace while it is still trusted (before the agent runs)."""
+        base_sha = repo.head_sha()
+        push_url = repo.remote_url() if "origin" in repo.run("remote", check=False).stdout.split() else ""
+        directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
+        Git(directory).run("init", "-q", "--bare", str(directory / "git"))
+        snapshot = cls(directory, repo.workspace, base_sha, push_url, **kwargs)
+        source = repo.git_dir_path()
+        # The local transport starts upload-pack without our `-c` settings, and the workspace belongs to
+        # the runner user: it needs its own safe.directory (protected config, so on its command line).
+        upload_pack = "git -c safe.directory=* -c core.hooksPath=/dev/null upload-pack"
+        snapshot.run("fetch", "-q", "--no-tags", "--depth=1", f"--upload-pack={upload_pack}", f"file://{source}",
+                     "HEAD")
+        fetched = snapshot.out("rev-parse", "FETCH_HEAD")
+        if fetched != base_sha:
+            raise GitError(f"the snapshot holds {fetched}, not the checked-out {base_sha}")
+        # The workspace's index as it is now (matching the base) keeps stat data, so reading the work
+        # tree later hashes only what changed; `read-tree` drops anything that does not match the base.
+        real_index = source / "index"
+        if real_index.is_file():
+            shutil.copyfile(real_index, snapshot.index)
+        snapshot.run("read-tree", "--reset", base_sha, env=snapshot._index_env())
+        with contextlib.suppress(OSError):  # local ignore rules are content, not code
+            (snapshot.bare / "info").mkdir(exist_ok=True)
+            shutil.copyfile(source / "info" / "exclude", snapshot.bare / "info" / "exclude")
+        return snapshot
+
+    def _index_env(self) -> dict[str, str]:
+        return {"GIT_INDEX_FILE": str(self.index)}
+
+    def changes(self) -> Changes:
+        """Every file that differs from the base, read from the work tree (`.gitignore` respected; `.git`
+        directories are never content). Commits the agent made in the workspace are irrelevant: only
+        files count, so they fold into one change."""
+        env = self._index_env()
+        self.run("add", "--all", "--", ".", env=env)
+        patch = self.run("diff", "--cached", "--binary", "--no-color", "--no-ext-diff", "--no-textconv",
+                         self.base_sha, env=env).stdout
+        stat_text = self.run("diff", "--cached", "--stat=100", "--no-color", self.base_sha, env=env).stdout.rstrip()
+        names = self.run("diff", "--cached", "--name-only", "--no-renames", "-z", self.base_sha, env=env).stdout
         files = tuple(name for name in names.split("\0") if name)
-        return Changes(patch=self.redact(patch), stat=stat, files=files)
+        return Changes(patch=self.redact(patch), stat=stat_text, files=files)
 
-    def commit_all(self, base_sha: str, message: str, author: Identity) -> str:
-        """One commit on top of `base_sha` holding every change, authored and committed by the bot.
+    def blobs(self, files: Sequence[str]) -> Iterator[tuple[str, bytes]]:
+        """The staged content of each changed file (deleted files yield nothing): what a push would send."""
+        env = git_environment(extra=self._index_env())
+        for name in files:
+            proc = subprocess.run(["git", f"--git-dir={self.bare}", *hardened_args(),
+                                   "cat-file", "blob", f":{name}"], cwd=self.directory, env=env,
+                                  capture_output=True, timeout=GIT_TIMEOUT, check=False)
+            if proc.returncode == 0:
+                yield name, proc.stdout
 
-        Commits the agent made itself are folded in (a soft reset keeps their content), so the branch
-        gains exactly one reviewable commit with a known author.
-        """
-        self.run("add", "--all")
-        self.run("reset", "--soft", base_sha)
-        self.run("-c", "commit.gpgsign=false", "commit", "--no-verify", "-F", "-", env=_identity_env(author),
-                 stdin=self.redact(message))
-        return self.head_sha()
+    def commit(self, message: str, author: Identity) -> str:
+        """One commit on top of the base holding every change, by the bot."""
+        tree = self.run("write-tree", env=self._index_env()).stdout.strip()
+        sha = self.run("commit-tree", tree, "-p", self.base_sha, "-F", "-", env=identity_env(author),
+                       stdin=self.redact(message)).stdout.strip()
+        self.run("update-ref", "refs/heads/opi-delivery", sha)
+        return sha
 
-    def push(self, branch: str, *, remote: str = "origin") -> None:
-        """Push HEAD to `branch` without force; a remote that moved on raises PushRejected."""
-        proc = self.run("push", "--porcelain", remote, f"HEAD:refs/heads/{branch}", with_token=True, check=False)
+    def push(self, sha: str, branch: str) -> None:
+        """Push `sha` to `branch` without force; a remote that moved on raises PushRejected."""
+        if not self.push_url:
+            raise GitError("the checkout has no `origin` remote to push to")
+        proc = self.run("push", "--porcelain", "--no-verify", self.push_url, f"{sha}:refs/heads/{branch}",
+                        with_token=True, check=False)
         if proc.returncode == 0:
             return
         output = self.redact((proc.stdout + "\n" + proc.stderr).strip())
         if any(word in output for word in ("[rejected]", "non-fast-forward", "fetch first", "stale info")):
             raise PushRejected(f"the push to {branch} was rejected because the branch moved on "
                                f"(someone pushed meanwhile): {output}", stderr=output)
-        raise GitError(f"`git push {remote} {branch}` failed (exit {proc.returncode}): {output}", stderr=output)
+        if "workflow" in output and ("without `workflows` permission" in output or "workflows" in output):
+            raise WorkflowPushRefused(f"the push to {branch} was refused: it changes a file under "
+                                      "`.github/workflows/`, which needs the `workflows` permission", stderr=output)
+        raise GitError(f"`git push` to {branch} failed (exit {proc.returncode}): {output}", stderr=output)
 
 
-def _identity_env(identity: Identity) -> dict[str, str]:
-    return {"GIT_AUTHOR_NAME": identity.name, "GIT_AUTHOR_EMAIL": identity.email,
-            "GIT_COMMITTER_NAME": identity.name, "GIT_COMMITTER_EMAIL": identity.email}
+@dataclass
+class _SavedTree:
+    files: dict[str, bytes] = field(default_factory=dict)  # relative path -> content
+    modes: dict[str, int] = field(default_factory=dict)
+
+
+class WorkspaceGuard:
+    """The parts of the workspace's `.git` that make git run code (config, hooks, info), saved before the
+    agent runs and put back byte for byte afterwards, so no later step, and no git the broker runs there,
+    executes what the agent planted. A persisted checkout credential is removed for the run and restored."""
+
+    SAVED = ("hooks", "info")
+
+    def __init__(self, git_dir: Path, log: object = None) -> None:
+        self.git_dir = git_dir
+        info = git_dir.lstat()
+        self._identity = (info.st_dev, info.st_ino)
+        self._owner = (info.st_uid, info.st_gid)
+        self.config = (git_dir / "config").read_bytes()
+        self.trees = {name: _save_tree(git_dir / name) for name in self.SAVED}
+
+    def strip_credentials(self) -> list[str]:
+        """Remove `http.*.extraheader` lines (actions/checkout's persisted token); returns their keys."""
+        kept, removed, section = [], [], ""
+        for line in self.config.decode("utf-8", "surrogateescape").splitlines(keepends=True):
+            stripped = line.strip()
+            if stripped.startswith("["):
+                section = stripped
+            key = stripped.split("=", 1)[0].strip().lower()
+            if section.lower().startswith("[http") and key == "extraheader":
+                removed.append(f"{section} extraheader")
+                continue
+            kept.append(line)
+        if removed:
+            _write_new(self.git_dir / "config", "".join(kept).encode("utf-8", "surrogateescape"), self._owner)
+        return removed
+
+    def intact(self) -> bool:
+        try:
+            info = self.git_dir.lstat()
+        except FileNotFoundError:
+            return False
+        return stat.S_ISDIR(info.st_mode) and (info.st_dev, info.st_ino) == self._identity
+
+    def restore(self) -> bool:
+        """Put config, hooks and info back. False when `.git` itself was replaced (then nothing is written
+        through it: a planted symlink must not make root write elsewhere)."""
+        if not self.intact():
+            return False
+        _write_new(self.git_dir / "config", self.config, self._owner)
+        for name, saved in self.trees.items():
+            _restore_tree(self.git_dir / name, saved, self._owner)
+        return True
+
+
+def _save_tree(root: Path) -> _SavedTree:
+    saved = _SavedTree()
+    if not root.is_dir() or root.is_symlink():
+        return saved
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            relative = str(path.relative_to(root))
+            saved.files[relative] = path.read_bytes()
+            saved.modes[relative] = stat.S_IMODE(path.stat().st_mode)
+    return saved
+
+
+def _remove(path: Path) -> None:
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(info.st_mode):
+        shutil.rmtree(path)  # does not follow symlinks inside
+    else:
+        path.unlink()
+
+
+def _write_new(path: Path, data: bytes, owner: tuple[int, int], mode: int = 0o644) -> None:
+    """Replace whatever is at `path` (file, link, directory) by a new regular file, never following a link."""
+    _remove(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    if os.geteuid() == 0:
+        os.chown(path, *owner, follow_symlinks=False)
+
+
+def _restore_tree(root: Path, saved: _SavedTree, owner: tuple[int, int]) -> None:
+    _remove(root)
+    root.mkdir()
+    if os.geteuid() == 0:
+        os.chown(root, *owner, follow_symlinks=False)
+    for relative, data in saved.files.items():
+        target = root / relative
+        for parent in reversed(target.relative_to(root).parents[:-1]):
+            (root / parent).mkdir(exist_ok=True)
+        _write_new(target, data, owner, saved.modes.get(relative, 0o644))
 
 
 def coauthor_trailer(login: str, user_id: int) -> str:

@@ -5,6 +5,7 @@ Every malformed input is reported by name with the value that was given, before 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from collections.abc import Mapping
@@ -46,6 +47,21 @@ class ActionInputs:
     bot_name: str = DEFAULT_BOT_NAME
     bot_email: str = DEFAULT_BOT_EMAIL
     provider_keys: dict[str, str] = field(default_factory=dict)  # env name -> value
+    app_id: str = ""
+    app_private_key: str = ""
+    app_installation_id: int | None = None
+    allow_workflow_edits: bool = False
+    autofix: str = "false"
+    autofix_label: str = ""
+    autofix_max_attempts: str = "3"
+
+    @property
+    def uses_app(self) -> bool:
+        return bool(self.app_id or self.app_private_key)
+
+    @property
+    def identity_is_default(self) -> bool:
+        return self.bot_name == DEFAULT_BOT_NAME and self.bot_email == DEFAULT_BOT_EMAIL
 
 
 def _input(env: Mapping[str, str], name: str) -> str:
@@ -100,7 +116,7 @@ def read_inputs(env: Mapping[str, str] | None = None) -> ActionInputs:
     allowed = tuple(t.strip() for t in tools_raw.replace("\n", ",").split(",") if t.strip()) or None
     keys = {env_name: _input(source, name) for name, env_name in PROVIDER_KEY_INPUTS.items()
             if _input(source, name)}
-    return ActionInputs(
+    inputs = ActionInputs(
         github_token=_input(source, "github_token") or source.get("GITHUB_TOKEN", ""),
         model=_input(source, "model"),
         trigger=trigger,
@@ -116,6 +132,28 @@ def read_inputs(env: Mapping[str, str] | None = None) -> ActionInputs:
         bot_email=_input(source, "bot_email") or DEFAULT_BOT_EMAIL,
         provider_keys=keys,
     )
+    return _with_app_inputs(inputs, source)
+
+
+def _with_app_inputs(inputs: ActionInputs, source: Mapping[str, str]) -> ActionInputs:
+    app_id, key = _input(source, "app_id"), source.get("INPUT_APP_PRIVATE_KEY", "").strip()
+    if bool(app_id) != bool(key):
+        raise InputError("GitHub App authentication needs both inputs `app_id` and `app_private_key`"
+                         f" (only `{'app_id' if app_id else 'app_private_key'}` is set)")
+    return dataclasses.replace(
+        inputs, app_id=app_id, app_private_key=key,
+        app_installation_id=_positive_int(source, "app_installation_id", None),
+        allow_workflow_edits=_boolean(source, "allow_workflow_edits"),
+        autofix=_input(source, "autofix") or "false", autofix_label=_input(source, "autofix_label"),
+        autofix_max_attempts=_input(source, "autofix_max_attempts") or "3",
+    )
+
+
+def _boolean(source: Mapping[str, str], name: str) -> bool:
+    raw = _input(source, name).lower()
+    if raw not in ("", "true", "false"):
+        raise InputError(f"input `{name}` must be true or false, got {raw!r}")
+    return raw == "true"
 
 
 @dataclass(frozen=True)

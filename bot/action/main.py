@@ -11,8 +11,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shutil
 import signal
 import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +25,17 @@ from typing import TYPE_CHECKING, Any
 from bot.action import comment as render
 from bot.action.events import EventError, Ignored, Task, load_event, route
 from bot.action.github_api import GitHubError
-from bot.action.gitops import Changes, GitError, Identity, PushRejected, Repo, coauthor_trailer
+from bot.action.gitops import (
+    Changes,
+    GitError,
+    Identity,
+    PushRejected,
+    Repo,
+    Snapshot,
+    WorkflowPushRefused,
+    WorkspaceGuard,
+    coauthor_trailer,
+)
 from bot.action.inputs import (
     ActionInputs,
     InputError,
@@ -34,12 +47,18 @@ from bot.action.inputs import (
 from bot.action.redact import Redactor
 from bot.action.secret_env import reexec_without_secrets, restore_secrets
 from bot.action.workflow import RunState, append_summary, publish_state_path, state_path, write_output
+from bot.llm.messages import Cost, Usage
+from bot.tools.base import is_secret_env_name
+from bot.tools.proc import harden_current_process
 
 if TYPE_CHECKING:
+    from bot.action.ci_logs import CiContext
     from bot.action.continuation import PreviousSession, Published
     from bot.action.github_api import GitHubClient
-    from bot.agent.loop import RunResult
+    from bot.action.progress import ProgressReporter
+    from bot.agent.worker import WorkerResult
 
+DOCS_URL = "https://github.com/opi-bot/opi-bot/blob/main/docs"
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -63,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_action(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    # Before any secret is read: no process of our uid may read this one's memory or environment.
+    harden_current_process()
     if not restore_secrets() and os.environ.get("GITHUB_ACTIONS") == "true" and not args.post:
         reexec_without_secrets(argv)  # in CI only: it replaces this process, and a test's with it
     redact = Redactor.from_env()
@@ -70,22 +91,43 @@ def run_action(argv: list[str]) -> int:
         from bot.action.post import run_post
 
         return run_post(redact)
+    context = read_context(cwd=Path.cwd() if args.dry_run else None)
     try:
         inputs = read_inputs()
-        context = read_context(cwd=Path.cwd() if args.dry_run else None)
         run = ActionRun(inputs, context, redact, dry_run=args.dry_run, model_override=args.model)
         return run.execute(event_path=args.event, event_name=args.event_name)
     except (InputError, EventError) as exc:
         log_error(redact(str(exc)))
-        return EXIT_USAGE
+        return _failed_early(context, redact, EXIT_USAGE)
     except GitHubError as exc:
-        # Before the tracking comment exists (permission check, first comment) there is nowhere to report.
+        # Before the tracking comment exists (bad credentials, the permission check) there is nowhere to
+        # report but the log; the outputs and the state still say how it ended.
         log_error(redact(str(exc)))
-        return EXIT_FAILED
+        return _failed_early(context, redact, EXIT_FAILED)
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+def _failed_early(context: RunnerContext, redact: Redactor, code: int) -> int:
+    write_output(context.output_file, "conclusion", "error", redact)
+    path = state_path(context.temp_dir, context.run_id)
+    state = RunState.load(path) if path.exists() else None
+    state = state or RunState(run_url=context.run_url)
+    state.phase, state.conclusion = "finished", "error"
+    try:
+        state.save(path)
+        publish_state_path(context.state_file, path)
+    except OSError as exc:
+        log(f"opi: warning: could not save the run state: {exc}")
+    return code
+
+
+def log(message: str, redact: Redactor | None = None) -> None:
+    print(redact(message) if redact else message, file=sys.stderr, flush=True)
+
+
+def _one_line(value: object) -> str:
+    """Model output for a log line: one line, so a newline cannot start a `::command::`."""
+    text = value if isinstance(value, str) else repr(value)
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def log_error(message: str) -> None:
@@ -105,6 +147,10 @@ def guess_event_name(payload: dict[str, Any]) -> str:
     if "schedule" in payload:
         return "schedule"
     raise EventError("cannot tell which event this payload belongs to: pass --event-name")
+
+
+class RunProblem(Exception):
+    """A problem the maintainer can fix (a missing base branch); its message is written for the thread."""
 
 
 @dataclass
@@ -132,7 +178,7 @@ class Delivery:
 
 @dataclass
 class AgentRun:
-    result: RunResult | None
+    result: WorkerResult | None  # what the worker reported: untrusted data, already validated
     session_path: Path | None
     model: str
     error: str = ""
@@ -154,6 +200,13 @@ class ActionRun:
     _previous: PreviousSession | None = None  # the thread's earlier session this run continues
     _published: Published | None = None  # the session artifact upload and its comment section
     _patch_path: Path | None = None  # the run's patch under RUNNER_TEMP, also put in the artifact
+    secrets: dict[str, str] = field(default_factory=dict)  # name -> value; never leaves this process
+    _progress: ProgressReporter | None = None
+    _payload: dict[str, Any] = field(default_factory=dict)
+    _ci_context: CiContext | None = None
+    _ci_logs: Path | None = None  # full CI logs the broker downloaded, lent read-only to the agent
+    cancel: threading.Event = field(default_factory=threading.Event)
+    _agent_running: bool = False
 
     # -- entry -------------------------------------------------------------------------------------
     def execute(self, *, event_path: str | None = None, event_name: str | None = None) -> int:
@@ -167,29 +220,89 @@ class ActionRun:
             f"{f' #{task.number}' if task.number else ''}: {self.redact(task.instructions)[:200]!r}")
         if self.dry_run:
             return self._execute_dry_run(task)
+        self._authenticate(task)
         github = self._client(task)
         if not self._authorised(github, task):
             self._output("conclusion", "unauthorized")
             return EXIT_OK
+        if task.event_name == "workflow_run" and not self._autofix_wanted(github, task):
+            self._output("conclusion", "skipped")
+            return EXIT_OK
         self._start_progress(github, task)
         return self._finish(task, self._work_safely(task))
 
+    def _authenticate(self, task: Task) -> None:
+        """With `app_id`/`app_private_key`: an installation token for this repository only, used for every
+        REST call and for git, and the app's bot user as the commit identity. Fails before any work."""
+        if not self.inputs.uses_app:
+            return
+        from bot.action.app_auth import mint_installation_token
+
+        app = mint_installation_token(self.inputs.app_id, self.inputs.app_private_key,
+                                      task.repo or self.context.repository,
+                                      installation_id=self.inputs.app_installation_id,
+                                      allow_workflows=self.inputs.allow_workflow_edits,
+                                      api_url=self.context.api_url, redact=self.redact)
+        self.secrets["GITHUB_APP_TOKEN"] = app.token
+        if os.environ.get("GITHUB_ACTIONS") == "true":
+            self.redact.mask(app.token)
+        inputs = dataclasses.replace(self.inputs, github_token=app.token)
+        if inputs.identity_is_default:  # the defaults mean "the app's own bot user"
+            inputs = dataclasses.replace(inputs, bot_name=app.bot_name, bot_email=app.bot_email)
+        self.inputs = inputs
+        log(f"opi: authenticated as the GitHub App `{app.app_slug}` (installation {app.installation_id}); "
+            f"committing as {self.inputs.bot_name}")
+
+    def _autofix_wanted(self, github: GitHubClient, task: Task) -> bool:
+        """A red build's automatic fix runs only within its guards (same-repository PR, not the default
+        branch, switched on, attempts left, not the same failure as the bot's last commit)."""
+        from bot.action.autofix import (
+            AutofixSettings,
+            BotIdentity,
+            check_autofix,
+            parse_workflow_run,
+            signature_of,
+        )
+
+        try:
+            settings = AutofixSettings.from_inputs(self.inputs.autofix, self.inputs.autofix_label,
+                                                   self.inputs.autofix_max_attempts)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        context = self._ci_context_for(github, parse_workflow_run(self._payload).workflow_run.head_sha)
+        bot = BotIdentity(login=self.inputs.bot_name, email=self.inputs.bot_email)
+        decision = check_autofix(github, self._payload, task, settings=settings, bot=bot,
+                                 current_signature=signature_of(context) if context else None)
+        log(f"opi: automatic fix {'runs' if decision.run else 'skipped'}: {decision.reason}")
+        return decision.run
+
     def _register_secrets(self) -> None:
-        # Inputs holding secrets are already masked in the log by the runner; they only need registering.
-        for value in (self.inputs.github_token, *self.inputs.provider_keys.values()):
-            if value:
-                self.redact.add(value)
-        # Providers read their keys from the environment; tool subprocesses never see these names.
-        for name, value in self.inputs.provider_keys.items():
-            os.environ[name] = value
+        """Every secret this run holds, by name: the inputs' token and keys and the runner's credentials
+        (`ACTIONS_*`, anything secret-named). They stay in this process; the agent gets none of them."""
+        found = {name: value for name, value in os.environ.items() if is_secret_env_name(name) and value}
+        found.update({name: value for name, value in self.inputs.provider_keys.items() if value})
+        if self.inputs.github_token:
+            found["GITHUB_TOKEN"] = self.inputs.github_token
+        self.secrets = found
+        for value in found.values():
+            self.redact.add(value)
+        if os.environ.get("GITHUB_ACTIONS") == "true":
+            # The runner masks inputs it knows are secrets, not their encoded forms nor ACTIONS_* values.
+            for command in self.redact.mask_commands():
+                print(command, flush=True)
 
     def _load_task(self, event_path: str | None, event_name: str | None) -> Task | Ignored:
         path = Path(event_path) if event_path else self.context.event_path
         if path is None:
             raise EventError("no event: GITHUB_EVENT_PATH is not set (use --event PATH with --dry-run)")
-        payload = load_event(path)
+        payload = self._payload = load_event(path)
         name = event_name or self.context.event_name or guess_event_name(payload)
-        task = route(name, payload, trigger=self.inputs.trigger, prompt=self.inputs.prompt)
+        if name == "workflow_run":
+            from bot.action.autofix import route_workflow_run
+
+            task = route_workflow_run(payload)
+        else:
+            task = route(name, payload, trigger=self.inputs.trigger, prompt=self.inputs.prompt)
         if isinstance(task, Task) and not task.repo and self.context.repository:
             task = dataclasses.replace(task, repo=self.context.repository)
         return task
@@ -204,8 +317,10 @@ class ActionRun:
 
     # -- authorisation and progress ------------------------------------------------------------------
     def _authorised(self, github: GitHubClient, task: Task) -> bool:
-        if task.kind == "scheduled" or task.requester is None:
-            return True  # only people with write access can dispatch; schedules run as the repo
+        if task.kind == "scheduled" or task.requester is None or task.event_name == "workflow_run":
+            # Only people with write access can dispatch; schedules run as the repository; a red build's
+            # fix is guarded by `_autofix_wanted` (its sender is often the bot itself).
+            return True
         permission = github.permission(task.requester.login)
         if permission.can_write:
             return True
@@ -229,6 +344,16 @@ class ActionRun:
             tracking = github.create_comment(task.number, render.tracking_body(task, self.context.run_url))
             self.state.tracking_comment_id = tracking.id
             self._save_state()
+            self._progress = self._progress_reporter(github, tracking.id, task)
+            self._progress.start()
+
+    def _progress_reporter(self, github: GitHubClient, comment_id: int, task: Task) -> ProgressReporter:
+        from bot.action.progress import ProgressReporter
+
+        run = f" · [follow the run]({self.context.run_url})" if self.context.run_url else ""
+        return ProgressReporter(lambda body: github.edit_comment(comment_id, body, retry=False),
+                                header=render.tracking_body(task, self.context.run_url).split("\n\n")[0],
+                                footer=f"_This comment is updated as opi works{run}._", log=log)
 
     def _save_state(self) -> None:
         if self._state_file is not None:
@@ -236,32 +361,68 @@ class ActionRun:
 
     # -- the work ----------------------------------------------------------------------------------------
     def _work_safely(self, task: Task) -> render.Report:
-        previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        handlers = {sig: signal.signal(sig, self._on_stop_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             return self._work(task)
         except KeyboardInterrupt:
             return render.Report(status="cancelled", reason="The run was cancelled. Nothing was pushed.")
-        except Exception as exc:  # every failure still ends in a final comment
-            return render.Report(status="error", reason=f"{type(exc).__name__}: {exc}")
+        except RunProblem as exc:  # something a maintainer can fix, said in words meant for the thread
+            return render.Report(status="error", reason=self.redact(str(exc)))
+        except Exception as exc:  # every failure still ends in a final comment; the details in the log only
+            log_error(f"{type(exc).__name__}: {self.redact(str(exc))}")
+            return render.Report(status="error", reason=render.internal_failure("finish the run", self.context.run_url))
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+
+    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        # While the agent runs, a cancel stops it (it saves its partial answer) and the report follows;
+        # at any other moment the work is abandoned where it is.
+        self.cancel.set()
+        if not self._agent_running:
+            raise KeyboardInterrupt(f"received signal {signum}")
 
     def _work(self, task: Task) -> render.Report:
         repo = Repo(self.context.workspace, redact=self.redact, token=self.inputs.github_token,
                     server_url=self.context.server_url, identity=self._identity())
         repo.ensure_repo()
         plan = self._plan(task)
+        start = repo.start_point()
         base_sha = self._checkout(repo, plan, task)
-        agent_run = self._run_agent(task, plan, base_sha)
-        changes = repo.changes_since(base_sha)
-        self._keep_patch(changes, task)
-        try:
-            delivered = self._deliver(repo, task, plan, base_sha, agent_run, changes)
-        except (GitError, GitHubError) as exc:  # the answer, diff and costs must still reach the comment
-            delivered = Delivery(status="error", reason=f"The agent finished, but delivering its work failed: "
-                                                        f"{exc}. Nothing is lost: the patch is below.",
-                                 patch_note="Not delivered; apply it with `git apply`.")
+        with tempfile.TemporaryDirectory(prefix="opi-broker-") as private:
+            guard = WorkspaceGuard(repo.git_dir_path())
+            for removed in guard.strip_credentials():
+                log(f"opi: removed the checkout's persisted credential ({removed}) from .git/config for the "
+                    "agent's run; it is put back afterwards")
+            snapshot = Snapshot.take(repo, Path(private) / "snapshot", redact=self.redact,
+                                     token=self.inputs.github_token, server_url=self.context.server_url,
+                                     identity=self._identity())
+            try:
+                agent_run = self._run_agent(task, plan, base_sha)
+            finally:
+                git_intact = guard.restore()
+                if not git_intact:
+                    log_error("the agent replaced the workspace's .git directory; it was left as it is, and "
+                              "later steps must not run git in this workspace")
+            changes = snapshot.changes()
+            self._keep_patch(changes, task)
+            try:
+                delivered = self._deliver(snapshot, task, plan, agent_run, changes)
+            except (GitError, GitHubError) as exc:  # the answer, diff and costs must still reach the comment
+                log_error(f"delivering the work failed: {self.redact(str(exc))}")
+                delivered = Delivery(status="error", reason=render.internal_failure(
+                    "deliver the agent's work", self.context.run_url) + " Nothing is lost: the patch is below.",
+                    patch_note="Not delivered; apply it with `git apply`.")
+        if git_intact and not self.dry_run:
+            self._return_workspace(repo, start, changes)
         return self._report(task, agent_run, changes, delivered)
+
+    def _return_workspace(self, repo: Repo, start: str, changes: Changes) -> None:
+        try:
+            repo.return_to(start, changes.files)
+            log(f"opi: the workspace is back on `{start}`")
+        except GitError as exc:  # later steps may be surprised, but the report still goes out
+            log(f"opi: warning: could not put the workspace back on `{start}`: {exc}")
 
     def _plan(self, task: Task) -> BranchPlan:
         mode = self.inputs.mode
@@ -301,8 +462,10 @@ class ActionRun:
         try:
             return repo.create_branch(plan.branch, start=plan.start_from)
         except GitError as exc:
-            raise GitError(f"{exc} (the base branch comes from the `base_branch` input, else the "
-                           "repository's default branch)") from None
+            if "does not exist" not in str(exc):
+                raise
+            raise RunProblem(f"{exc} (the base branch comes from the `base_branch` input, else the "
+                             "repository's default branch)") from None
 
     def _require_github(self) -> GitHubClient:
         if self._github is None:
@@ -310,33 +473,97 @@ class ActionRun:
         return self._github
 
     def _run_agent(self, task: Task, plan: BranchPlan, base_sha: str) -> AgentRun:
-        from bot.action.runner import run_agent
+        from bot.action.launch import AgentRunSpec, run_isolated
+        from bot.action.runner import build_prompt, session_dir, session_metadata, settings_for
 
         self.state.phase = "running"
         self._save_state()
-
-        def on_session(path: Path) -> None:
-            self.state.session_path = str(path)
-            self._save_state()
-
         self._previous = self._restore_previous_session(task)
-        outcome = run_agent(task, self.inputs, self.context, self.redact, plan_branch=plan.branch,
-                            model_override=self.model_override, on_session=on_session, log=log,
-                            head_sha=base_sha, previous_session=self._previous.path,
-                            feedback=self._pull_feedback(task, base_sha))
-        if outcome.session_path is not None:
-            self.redact.file_jsonl(outcome.session_path)
-        return AgentRun(outcome.result, outcome.session_path, outcome.model, outcome.error)
+        settings = settings_for(self.inputs, self.context, model_override=self.model_override)
+        spec = AgentRunSpec(
+            settings=settings, workspace=self.context.workspace, session_dir=session_dir(self.context),
+            prompt=self.redact(build_prompt(task, branch=plan.branch,
+                                            feedback=self._pull_feedback(task, base_sha))),
+            metadata=session_metadata(task, self.context, plan.branch, base_sha), fork=self._previous.path,
+            ci_logs=self._ci_logs,
+        )
+        self._agent_running = True
+        try:
+            launched = run_isolated(spec, secrets=self.secrets, redact=self.redact, on_event=self._on_agent_event,
+                                    log=log, cancelled=self.cancel, on_locked=self._record_locked)
+        finally:
+            self._agent_running = False
+            if self.state.extra.pop("locked_dirs", None) is not None:
+                self._save_state()
+            if self._ci_logs is not None:
+                shutil.rmtree(self._ci_logs, ignore_errors=True)
+        if launched.session_path is not None:
+            self.state.session_path = str(launched.session_path)
+            self._save_state()
+        result = launched.result
+        if result is not None:
+            log(f"opi: agent finished: {result.outcome} after {result.turns} turns")
+        return AgentRun(result, launched.session_path, launched.model, self.redact(launched.error))
+
+    def _record_locked(self, locked: list[tuple[Path, os.stat_result]]) -> None:
+        """Should this process be killed while the runner's directories are locked, the post step gives
+        them back from this record."""
+        self.state.extra["locked_dirs"] = [[str(path), info.st_uid, info.st_gid, info.st_mode & 0o7777]
+                                           for path, info in locked]
+        self._save_state()
+
+    def _on_agent_event(self, event: dict[str, Any]) -> None:
+        """The agent's events, as it works: one log line per tool call and notable event. Everything in
+        them is model output: redacted and flattened to one line, so none can pose as a workflow command."""
+        if self._progress is not None:
+            self._progress.feed(event)
+        kind = event.get("type")
+        if kind == "worker_session":  # the broker's mirror of it: the post step finds it there
+            self.state.session_path = str(event.get("path"))
+            self._save_state()
+        elif kind == "tool_start" and isinstance(event.get("tool_call"), dict):
+            call = event["tool_call"]
+            log(f"opi: tool {_one_line(call.get('name'))} {_one_line(call.get('arguments'))[:200]}", self.redact)
+        elif kind == "tool_end" and event.get("is_error"):
+            log(f"opi: tool {_one_line(event.get('tool_name'))} failed: {_one_line(event.get('text'))[:300]}",
+                self.redact)
+        elif kind == "retry":
+            log(f"opi: retrying the model (attempt {event.get('attempt')}): {_one_line(event.get('error'))}",
+                self.redact)
+        elif kind == "compaction_end":
+            log(f"opi: compacted the context: {event.get('tokens_before')} -> {event.get('tokens_after')} tokens")
+        elif kind == "warning":
+            log(f"opi: warning: {_one_line(event.get('message'))}", self.redact)
 
     def _pull_feedback(self, task: Task, head_sha: str) -> str:
-        """For `/opi fix` on a PR: its failing checks and review feedback, as prompt context."""
+        """For `/opi fix` on a PR: its failing checks with the failing part of their CI logs, and review
+        feedback, as prompt context."""
         if self.dry_run or not (task.is_fix and task.on_pull_request) or task.number is None:
             return ""
+        github = self._require_github()
         try:
-            return self._require_github().pull_feedback(task.number, head_sha).markdown()
+            feedback = github.pull_feedback(task.number, head_sha).markdown()
         except GitHubError as exc:  # context is a help, not a precondition
             log(f"opi: warning: {exc}")
-            return ""
+            feedback = ""
+        context = self._ci_context_for(github, head_sha)
+        return "\n\n".join(part for part in (feedback, context.markdown if context else "") if part)
+
+    def _ci_context_for(self, github: GitHubClient, head_sha: str) -> CiContext | None:
+        """The failing CI of `head_sha` (read once per run); full logs go to a directory the agent reads
+        through its `ci_log` tool."""
+        from bot.action.ci_logs import collect_ci_context
+
+        if self._ci_context is None and head_sha:
+            logs = Path(tempfile.mkdtemp(prefix="opi-ci-logs-"))
+            try:
+                self._ci_context = collect_ci_context(github, head_sha, logs, redact=self.redact)
+            except GitHubError as exc:
+                log(f"opi: warning: could not read the checks of {head_sha[:7]}: {exc}")
+                shutil.rmtree(logs, ignore_errors=True)
+                return None
+            self._ci_logs = logs if self._ci_context.has_logs else None
+        return self._ci_context
 
     def _restore_previous_session(self, task: Task) -> PreviousSession:
         """A follow-up `/opi` on the same issue or PR continues the newest earlier session of the thread."""
@@ -348,7 +575,7 @@ class ActionRun:
         return restore_previous_session(task.repo or self.context.repository, self.inputs.github_token,
                                         task.number, self.context.temp_dir / "opi-previous-session",
                                         api_url=self.context.api_url, server_url=self.context.server_url,
-                                        run_id=run_id, log=log)
+                                        run_id=run_id, log=log, own_comment_id=self.state.tracking_comment_id)
 
     def _keep_patch(self, changes: Changes, task: Task) -> None:
         """The patch also goes to RUNNER_TEMP, so a failed push or comment never loses the work."""
@@ -365,12 +592,10 @@ class ActionRun:
             log(f"opi: warning: could not save the patch to {path}: {exc}")
 
     # -- delivery ----------------------------------------------------------------------------------------
-    def _deliver(self, repo: Repo, task: Task, plan: BranchPlan, base_sha: str, agent_run: AgentRun,
+    def _deliver(self, snapshot: Snapshot, task: Task, plan: BranchPlan, agent_run: AgentRun,
                  changes: Changes) -> Delivery:
-        from bot.agent.loop import Outcome
-
         result = agent_run.result
-        finished = result is not None and result.outcome is Outcome.COMPLETED
+        finished = result is not None and result.outcome == "completed"
         not_done = _not_done_status(result, agent_run.error)
         if changes.empty:
             if finished:
@@ -382,11 +607,17 @@ class ActionRun:
                                        "finish. Apply them with `git apply` if they are useful.")
         if plan.push_to is None:
             return Delivery(status="success", patch_note=f"{plan.patch_only_reason} Apply it with `git apply`.")
-        message = self._commit_message(task, result.final_text if result else "")
-        sha = repo.commit_all(base_sha, message, self._identity())
+        # Texts opi writes are redacted; file contents cannot be, so a secret in them blocks the push.
+        message = self.redact(self._commit_message(task, result.final_text if result else ""))
+        leaks = self._leaks(snapshot, changes, message, self.redact(result.final_text if result else ""))
+        if leaks:
+            return Delivery(status="error", reason=f"Nothing was pushed: {leaks}",
+                            patch_note="Not pushed: it holds a secret of this run.")
+        sha = snapshot.commit(message, self._identity())
         commit_url = f"{self.context.server_url}/{task.repo}/commit/{sha}"
+        self.state.record(pushing_branch=plan.push_to)
         try:
-            repo.push(plan.push_to)
+            snapshot.push(sha, plan.push_to)
         except PushRejected as exc:
             log(f"opi: {exc}")
             return Delivery(status="rejected", commit_sha=sha, branch=plan.push_to,
@@ -394,7 +625,14 @@ class ActionRun:
                                    f"the commit `{sha[:7]}` could not be pushed. Nothing is lost: the patch is "
                                    "below; pull the branch and apply it with `git apply`, or ask again.",
                             patch_note="Not pushed: the branch moved on.")
-        delivery = f"Pushed [`{sha[:7]}`]({commit_url}) to `{plan.push_to}`."
+        except WorkflowPushRefused as exc:
+            log(f"opi: {exc}")
+            explanation = render.workflow_push_refusal(exc.stderr) or str(exc)
+            return Delivery(status="error", branch=plan.push_to, reason=f"{explanation} Nothing is lost: the "
+                                                                        "patch is below.",
+                            patch_note="Not pushed: it changes a workflow file.")
+        self.state.record(pushed_sha=sha, pushed_branch=plan.push_to)
+        delivery = f"Pushed [`{sha[:7]}`]({commit_url}) to `{plan.push_to}`.{self._ci_note()}"
         pr_url = ""
         if plan.open_pr_into:
             try:
@@ -403,8 +641,28 @@ class ActionRun:
                 return Delivery(status="error", delivery=delivery, commit_sha=sha, branch=plan.push_to,
                                 reason=f"The commit was pushed, but opening the pull request failed: {exc}. "
                                        f"Open it from `{plan.push_to}` by hand.")
+            self.state.record(pr_url=pr_url)
             delivery += f" Pull request: {pr_url}"
         return Delivery(status="success", delivery=delivery, commit_sha=sha, branch=plan.push_to, pr_url=pr_url)
+
+    def _leaks(self, snapshot: Snapshot, changes: Changes, message: str, answer: str) -> str:
+        """Scan everything a push would publish for this run's secrets, in every encoding; the notice
+        names where, never what."""
+        from bot.action.leakscan import Item, describe, scan
+
+        items = [Item(kind="file", name=name, data=content) for name, content in snapshot.blobs(changes.files)]
+        items += [Item(kind="commit message", name="commit message", data=message.encode()),
+                  Item(kind="pull request body", name="pull request body", data=answer.encode())]
+        hits = scan(self.secrets, items)
+        return describe(hits) if hits else ""
+
+    def _ci_note(self) -> str:
+        """GitHub starts no workflow for a push made with the workflow's own token (a `ghs_` token not
+        minted by this action is that, or an app token minted by an earlier step: the note says which)."""
+        if self.inputs.uses_app or not self.inputs.github_token.startswith("ghs_"):
+            return ""
+        return (" If `github_token` is the workflow's own token, GitHub runs no CI on this push: "
+                f"[use a GitHub App]({DOCS_URL}/action.md#use-a-github-app-so-ci-runs-on-the-bots-pushes).")
 
     def _identity(self) -> Identity:
         return Identity(self.inputs.bot_name, self.inputs.bot_email)
@@ -436,31 +694,60 @@ class ActionRun:
             lines += [f"Requested in {task.comment_url}", ""]
         if task.requester is not None and not task.requester.is_bot:
             lines.append(coauthor_trailer(task.requester.login, task.requester.id))
+        signature = self._failure_signature()
+        if signature:  # lets a later automatic fix see that this commit met the same failure
+            from bot.action.autofix import signature_trailer
+
+            lines.append(signature_trailer(signature))
         return "\n".join(lines).strip() + "\n"
 
-    @staticmethod
-    def _stop_reason(result: RunResult | None, error: str) -> str:
-        if result is None:
-            return f"The agent could not start: {error}"
-        return f"Stopped ({result.outcome.value}): {result.error or error or 'no details'}"
+    def _failure_signature(self) -> str | None:
+        from bot.action.autofix import signature_of
+
+        return signature_of(self._ci_context) if self._ci_context is not None else None
+
+    def _stop_reason(self, result: WorkerResult | None, error: str) -> str:
+        if result is None or result.setup_failed:
+            return f"The agent could not start: {self.redact(error or (result.error if result else ''))}"
+        return f"Stopped ({result.outcome}): {self.redact(result.error or error or 'no details')}"
 
     # -- reporting -----------------------------------------------------------------------------------------
     def _report(self, task: Task, agent_run: AgentRun, changes: Changes, delivered: Delivery) -> render.Report:
         result = agent_run.result
-        costs = None
-        if result is not None:
-            costs = render.CostSummary(usage=result.usage, cost=result.cost, turns=result.turns,
-                                       compactions=result.compactions, duration_seconds=result.duration_seconds,
-                                       model=agent_run.model)
+        costs = self._costs(agent_run)
         report = render.Report(
-            status=delivered.status, reason=delivered.reason, answer=result.final_text if result else "",
+            status=delivered.status, reason=delivered.reason, answer=self.redact(result.final_text) if result else "",
             diff_stat=changes.stat, patch=changes.patch, patch_note=delivered.patch_note,
             delivery=delivered.delivery, costs=costs, run_url=self.context.run_url,
             session=self._session_note(task, agent_run.session_path),
         )
+        published = self._published
+        if published is not None:
+            report.marker = published.marker
+            if self._patch_path is not None and published.artifact_url:
+                report.patch_link = f"[{published.upload.name if published.upload else 'the artifact'}]" \
+                                    f"({published.artifact_url})"
         self._delivered = delivered
         self._agent_run = agent_run
         return report
+
+    def _costs(self, agent_run: AgentRun) -> render.CostSummary | None:
+        """What the run spent: the worker's figures, or (cancelled before it reported) the session's; a
+        replay shows what the recording cost, never $0."""
+        result = agent_run.result
+        costs: render.CostSummary | None
+        if result is not None and not result.setup_failed:
+            costs = render.CostSummary(usage=Usage.model_validate(result.usage), cost=Cost.model_validate(result.cost),
+                                       turns=result.turns, compactions=result.compactions,
+                                       duration_seconds=result.duration_seconds, model=agent_run.model)
+        elif agent_run.session_path is not None:
+            costs = render.run_costs(agent_run.session_path, model=agent_run.model,
+                                     duration_seconds=time.monotonic() - self.started)
+        else:
+            return None
+        if costs is not None and agent_run.model.startswith("replay:"):
+            costs.recorded_cost = render.recorded_cost(Path(agent_run.model.split(":", 1)[1]))
+        return costs
 
     def _session_note(self, task: Task, path: Path | None) -> str:
         from bot.action.continuation import publish_session
@@ -472,32 +759,45 @@ class ActionRun:
         # A dry run stays local: no upload even where a runner's variables are set.
         env = {} if self.dry_run else os.environ
         extras = [self._patch_path] if self._patch_path is not None and self._patch_path.is_file() else []
-        self._published = publish_session(path, str(header.get("id") or path.stem), env,
-                                          number=task.number, log=log, extras=extras)
+        session_id = str(header.get("id") or path.stem)
+        published = self._published = publish_session(path, session_id, env, number=task.number, log=log,
+                                                       extras=extras)
+        self.state.record(session_id=session_id, artifact_id=published.artifact_id,
+                          artifact_url=published.artifact_url,
+                          artifact_name=published.upload.name if published.upload else "")
         previous = self._previous.note if self._previous is not None and self._previous.note else ""
-        return f"{previous}\n\n{self._published.markdown}".strip()
+        return f"{previous}\n\n{published.markdown}".strip()
 
     def _finish(self, task: Task, report: render.Report) -> int:
         self._log_conclusion(report)
         body = render.render_report(report, self.redact)
         github = self._require_github()
-        posted = True
         should_comment = task.number is not None and task.kind != "scheduled"
+        # Held in the state first: if posting fails, or this process dies, the post step posts it.
+        self.state.record(report_body=body if should_comment else "", conclusion=report.status)
+        posted: bool | None = None
+        error = ""
         try:
-            if self.state.tracking_comment_id is not None:
+            if self._progress is not None:
+                self._progress.finish(body)  # replaces the progress with the report
+                posted = True
+            elif self.state.tracking_comment_id is not None:
                 github.edit_comment(self.state.tracking_comment_id, body)
+                posted = True
             elif should_comment:
                 github.create_comment(task.number or 0, body)
+                posted = True
         except GitHubError as exc:
-            posted = False
-            log_error(f"could not post the final comment: {exc}")
+            posted, error = False, self.redact(str(exc))
+            log_error(f"could not post the final comment (the post step tries again): {error}")
             log(body)
         self._write_outputs(report)
         append_summary(self.context.summary_file, render.summary_markdown(report, "opi"), self.redact)
-        self.state.phase = "finished" if posted else "running"
-        self.state.conclusion = report.status
-        self._save_state()
-        return EXIT_OK if report.status in ("success", "no_changes") and posted else EXIT_FAILED
+        if posted is False:
+            self.state.record(report_posted=False, report_error=error, phase="finished")
+        else:
+            self.state.record(report_posted=posted, phase="finished")
+        return EXIT_OK if report.status in ("success", "no_changes") and posted is not False else EXIT_FAILED
 
     def _log_conclusion(self, report: render.Report) -> None:
         message = f"opi: {report.status}" + (f": {self.redact(report.reason)}" if report.reason else "")
@@ -515,7 +815,7 @@ class ActionRun:
             "session_relpath": host_relative_path(agent_run.session_path)
             if agent_run and agent_run.session_path else "",
             "artifact_url": self._artifact_url(),
-            "cost_usd": "" if costs is None or costs.cost.total is None else f"{costs.cost.total:.6f}",
+            "cost_usd": render.cost_output(costs.cost if costs else None),
             "turns": str(costs.turns) if costs else "0",
             "branch": delivered.branch if delivered else "",
             "commit_sha": delivered.commit_sha if delivered else "",
@@ -541,18 +841,9 @@ class ActionRun:
         return EXIT_OK if report.status in ("success", "no_changes") else EXIT_FAILED
 
 
-def _not_done_status(result: RunResult | None, error: str) -> render.Status:
-    from bot.agent.loop import Outcome
-
-    if result is None or result.outcome is Outcome.ERROR:
+def _not_done_status(result: WorkerResult | None, error: str) -> render.Status:
+    if result is None or result.outcome == "error":
         return "error"
-    if result.outcome in (Outcome.ABORTED,):
+    if result.outcome == "aborted":
         return "cancelled"
-    return "limit" if result.outcome in (Outcome.MAX_TURNS, Outcome.MAX_COST, Outcome.TIMEOUT) else "error"
-
-
-def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
-    # The runner stops a cancelled job with SIGTERM; the agent treats KeyboardInterrupt as an abort.
-    raise KeyboardInterrupt(f"received signal {signum}")
-
-
+    return "limit" if result.outcome in ("max_turns", "max_cost", "timeout") else "error"

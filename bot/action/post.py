@@ -1,20 +1,31 @@
 """`opi action --post`, the post-entrypoint: it runs after the main step whatever happened to it.
 
-When the main step finished, there is nothing to do. When it died (cancelled, timed out, crashed, killed),
-the tracking comment still says "working on it": edit it to say the run stopped and where the session
-is, redact the session file, and expose its path as the `session_path` output.
+The main step records each delivery fact in the run state the moment it happens (`RunState.record`):
+the push, the PR, the artifact, the rendered final report and whether it was posted. From those facts the
+post step finishes what the main step could not:
+
+- the final report was rendered but could not be posted (a 502 on the last edit, a kill right after):
+  post that report, unchanged;
+- the run never got that far (cancelled, timed out, killed): upload the session unless it already was,
+  and replace the "working on it" comment with a report that says exactly what happened, e.g. "cancelled
+  after pushing `abc1234` to `feature`", and what it cost, from the session file;
+- the run finished and its report is on GitHub: nothing to do.
+
+It never says "Nothing was pushed" when a push was recorded, and when a push had started but its result
+was not recorded, it says so instead of guessing.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from bot.action.comment import Report, render_report
-from bot.action.inputs import host_relative_path, read_context, read_inputs
+from bot.action.comment import Report, cost_output, render_report, run_costs, summary_markdown
+from bot.action.inputs import InputError, RunnerContext, host_relative_path, read_context, read_inputs
 from bot.action.redact import Redactor
-from bot.action.workflow import STATE_KEY, RunState, state_path, write_output
+from bot.action.workflow import STATE_KEY, RunState, append_summary, state_path, write_output
 
 
 def _log(message: str) -> None:
@@ -31,67 +42,188 @@ def find_state_file() -> Path | None:
     return fallback if fallback.exists() else None
 
 
-def run_post(redact: Redactor) -> int:
+def run_post(redact: Redactor, *, token: str | None = None) -> int:
+    """The post step. `token` is what to call GitHub with (e.g. a freshly minted app token); by default
+    the `github_token` input."""
     path = find_state_file()
     state = RunState.load(path) if path is not None else None
     if state is None:
         _log("opi post: no run state found (the main step stopped before starting work); nothing to finalise")
         return 0
-    if state.phase == "finished":
-        _log(f"opi post: the run finished ({state.conclusion}); nothing to finalise")
+    if not state.needs_post_step:
+        _log(f"opi post: the run finished ({state.conclusion or 'no conclusion'}) and its report is posted; "
+             "nothing to finalise")
         return 0
-    inputs = read_inputs()
-    redact.add(inputs.github_token)
+    token = token if token is not None else _input_token()
+    redact.add(token)
     context = read_context()
-    session = Path(state.session_path) if state.session_path else None
-    session_note = f"`{session.name}` (kept by the post step)" if session is not None else "not saved"
-    if session is not None and session.exists():
-        redact.file_jsonl(session)
-        write_output(context.output_file, "session_path", str(session), redact)
-        write_output(context.output_file, "session_relpath", host_relative_path(session), redact)
-        session_note = _publish_session(session, state.number, context.output_file, redact)
-    write_output(context.output_file, "conclusion", "cancelled", redact)
-    if state.tracking_comment_id is None or not state.repo:
-        _log("opi post: the run did not finish and there is no tracking comment to update")
-        return 0
-    report = Report(
-        status="cancelled",
-        reason="The run stopped before opi could finish: it was cancelled, timed out or crashed. "
-               "Nothing was pushed. See the run log for details.",
-        answer="",
-        session=session_note,
-        run_url=state.run_url,
-    )
-    code = _edit(state, inputs.github_token, context.api_url, render_report(report, redact), redact)
-    if code == 0 and path is not None:
-        state.save(path)  # a second post run (re-run) then leaves the comment alone
-    return code
+    if state.report_body:
+        return _post_held_report(state, token, context, redact)
+    if state.phase == "finished":  # posting failed, but nothing was held to post again
+        _log(f"opi post: the run finished ({state.conclusion}) but its report was not posted "
+             f"({redact(state.report_error) or 'no reason recorded'}), and no report was kept to post again")
+        return 1
+    return _finalise_stopped_run(state, token, context, redact)
 
 
-def _publish_session(session: Path, number: int | None, output_file: Path | None, redact: Redactor) -> str:
-    """The session artifact happens even when the main step died: upload it and say how to resume it."""
-    from bot.action.continuation import publish_session
+def _input_token() -> str:
+    try:
+        return read_inputs().github_token
+    except InputError as exc:  # the main step refused the same inputs; the token may still be usable
+        _log(f"opi post: {exc}")
+        return os.environ.get("INPUT_GITHUB_TOKEN", "").strip() or os.environ.get("GITHUB_TOKEN", "")
+
+
+# -- the main step rendered its report but could not post it --------------------------------------------
+
+def _post_held_report(state: RunState, token: str, context: RunnerContext, redact: Redactor) -> int:
+    why = f" ({redact(state.report_error)})" if state.report_error else ""
+    _log(f"opi post: the main step could not post its final report{why}; posting it now")
+    error = _publish(state, token, context.api_url, state.report_body, redact)
+    _write_fact_outputs(state, context, redact, conclusion=state.conclusion or "error")
+    _summarise(state, context, redact, error, conclusion=state.conclusion or "error")
+    if error:
+        return 1
+    state.record(report_posted=True, report_error="", phase="finished")
+    return 0
+
+
+# -- the main step died before it had a report ------------------------------------------------------------
+
+@dataclass
+class _Session:
+    markdown: str = "not saved"
+    marker: str = ""
+    artifact_url: str = ""
+
+
+def _finalise_stopped_run(state: RunState, token: str, context: RunnerContext, redact: Redactor) -> int:
+    session_path = Path(state.session_path) if state.session_path else None
+    session = _Session()
+    costs = None
+    if session_path is not None and session_path.exists():
+        redact.file_jsonl(session_path)
+        session = _session_section(state, session_path)
+        costs = run_costs(session_path)
+    report = Report(status="cancelled", reason=stopped_reason(state), delivery=delivery_line(state, context),
+                    costs=costs, session=session.markdown, run_url=state.run_url, marker=session.marker)
+    state.record(conclusion="cancelled", report_body=render_report(report, redact))
+    error = _publish(state, token, context.api_url, state.report_body, redact) if _has_thread(state) else ""
+    if not _has_thread(state):
+        _log("opi post: the run did not finish and there is no thread to report to")
+    _write_fact_outputs(state, context, redact, conclusion="cancelled", session_path=session_path,
+                        cost_usd=cost_output(costs.cost if costs else None))
+    append_summary(context.summary_file, summary_markdown(report, "opi (finished by the post step)"), redact)
+    _summarise(state, context, redact, error, conclusion="cancelled")
+    if error:
+        return 1
+    state.record(report_posted=True if _has_thread(state) else None, phase="finished")
+    return 0
+
+
+def stopped_reason(state: RunState) -> str:
+    """What happened, from the recorded facts only."""
+    base = "The run stopped before opi could finish: it was cancelled, timed out or crashed (the run log says which)."
+    if state.pushed:
+        return base
+    if state.pushing_branch:
+        return (f"{base} It was pushing to `{state.pushing_branch}` when it stopped; look at the branch to "
+                "see whether that push landed.")
+    return f"{base} Nothing was pushed."
+
+
+def delivery_line(state: RunState, context: RunnerContext) -> str:
+    if not state.pushed:
+        return ""
+    sha, repo = state.pushed_sha, state.repo or context.repository
+    line = f"It had pushed [`{sha[:7]}`]({context.server_url}/{repo}/commit/{sha}) to `{state.pushed_branch}`."
+    if state.pr_url:
+        line += f" Pull request: {state.pr_url}"
+    return line
+
+
+def outcome_sentence(state: RunState, conclusion: str, post_error: str) -> str:
+    """One line for the log and the step summary: "cancelled after pushing abc1234 to feature; the report
+    could not be posted: ..."."""
+    sentence = conclusion or "stopped"
+    if state.pushed:
+        sentence += f" after pushing {state.pushed_sha[:7]} to {state.pushed_branch}"
+        if state.pr_url:
+            sentence += f" (pull request {state.pr_url})"
+    elif state.pushing_branch:
+        sentence += f" while pushing to {state.pushing_branch} (whether it landed is unknown)"
+    else:
+        sentence += "; nothing was pushed"
+    if post_error:
+        sentence += f"; the report could not be posted: {post_error}"
+    elif _has_thread(state):
+        sentence += "; the report is posted"
+    return sentence
+
+
+def _session_section(state: RunState, session_path: Path) -> _Session:
+    """Upload the session unless the main step already did (then its recorded link is used)."""
+    from bot.action.artifacts import UploadResult
+    from bot.action.continuation import marker, publish_session, session_markdown
     from bot.agent.session import read_header
 
-    header = read_header(session) or {}
-    published = publish_session(session, str(header.get("id") or session.stem), os.environ, number=number,
-                                log=_log)
-    if published.upload is not None and published.upload.ok and published.upload.url:
-        write_output(output_file, "artifact_url", published.upload.url, redact)
-    return published.markdown
+    header = read_header(session_path) or {}
+    session_id = state.session_id or str(header.get("id") or session_path.stem)
+    if state.artifact_id is not None and state.artifact_url:
+        name = state.artifact_name or session_path.name
+        upload = UploadResult(name, ok=True, artifact_id=state.artifact_id, url=state.artifact_url,
+                              already_uploaded=True)
+        run_id = os.environ.get("GITHUB_RUN_ID", "")
+        try:
+            found = marker(run_id, state.artifact_id, session_id)
+        except ValueError:
+            found = ""
+        return _Session(session_markdown(session_path, session_id, os.environ, name, upload), found,
+                        state.artifact_url)
+    published = publish_session(session_path, session_id, os.environ, number=state.number, log=_log)
+    if published.artifact_id is not None:
+        state.record(artifact_id=published.artifact_id, artifact_url=published.artifact_url,
+                     artifact_name=published.upload.name if published.upload else "")
+    return _Session(published.markdown, published.marker, published.artifact_url)
 
 
-def _edit(state: RunState, token: str, api_url: str, body: str, redact: Redactor) -> int:
+def _has_thread(state: RunState) -> bool:
+    return bool(state.repo) and (state.tracking_comment_id is not None or state.number is not None)
+
+
+# -- GitHub, outputs, log --------------------------------------------------------------------------------
+
+def _publish(state: RunState, token: str, api_url: str, body: str, redact: Redactor) -> str:
+    """Edit the tracking comment (or comment on the thread when there is none). Returns "" on success, else
+    the error (for the log only)."""
     from bot.action.github_api import GitHubClient, GitHubError
 
-    assert state.tracking_comment_id is not None
     try:
-        GitHubClient(token, state.repo, api_url=api_url, redact=redact).edit_comment(
-            state.tracking_comment_id, body)
+        github = GitHubClient(token, state.repo, api_url=api_url, redact=redact)
+        if state.tracking_comment_id is not None:
+            github.edit_comment(state.tracking_comment_id, body)
+        elif state.number is not None:
+            comment = github.create_comment(state.number, body)
+            state.record(tracking_comment_id=comment.id)
     except GitHubError as exc:
-        _log(f"opi post: could not update the tracking comment: {exc}")
-        return 1
-    state.phase = "finished"
-    state.conclusion = "cancelled"
-    _log("opi post: marked the unfinished run as stopped")
-    return 0
+        return redact(str(exc))
+    return ""
+
+
+def _write_fact_outputs(state: RunState, context: RunnerContext, redact: Redactor, *, conclusion: str,
+                        session_path: Path | None = None, cost_usd: str | None = None) -> None:
+    values = {"conclusion": conclusion, "commit_sha": state.pushed_sha, "branch": state.pushed_branch,
+              "pr_url": state.pr_url, "artifact_url": state.artifact_url}
+    if session_path is not None and session_path.exists():
+        values["session_path"] = str(session_path)
+        values["session_relpath"] = host_relative_path(session_path)
+    if cost_usd is not None:
+        values["cost_usd"] = cost_usd
+    for name, value in values.items():
+        write_output(context.output_file, name, value, redact)
+
+
+def _summarise(state: RunState, context: RunnerContext, redact: Redactor, error: str, *, conclusion: str) -> None:
+    sentence = outcome_sentence(state, conclusion, error)
+    _log(f"opi post: {redact(sentence)}")
+    append_summary(context.summary_file, f"opi post step: {sentence}", redact)

@@ -1,38 +1,24 @@
-"""Running the agent for the action: settings from the inputs, the task prompt, a redacted session.
+"""What the agent is asked to do: settings from the inputs, the task prompt, the session's metadata.
 
 Settings are built from the action's inputs only: a project's `.opi/config.toml` is not read, because in
-a pull request it is content the requester controls (an endpoint pointing elsewhere would receive the
-API key). The agent runs non-interactively with mutating tools allowed: editing the repository is the
-job. Every tool result is redacted before the model (and the session file) sees it.
+a pull request it is content the requester controls (an endpoint pointing elsewhere would receive model
+traffic). The agent runs non-interactively with mutating tools allowed: editing the repository is the
+job. It runs in a separate worker process that holds no secret (`bot.action.launch`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from bot.action.events import Task
 from bot.action.inputs import ActionInputs, RunnerContext
-from bot.action.redact import Redactor
-from bot.tools.base import Tool, ToolContext, ToolOutput
 
 if TYPE_CHECKING:
     from bot.agent.config import Settings
-    from bot.agent.events import Event
-    from bot.agent.loop import RunResult
 
 _BODY_LIMIT = 6000  # characters of an issue/PR body put into the prompt
-
-
-@dataclass
-class AgentOutcome:
-    result: RunResult | None
-    session_path: Path | None
-    model: str
-    error: str = ""
 
 
 def settings_for(inputs: ActionInputs, context: RunnerContext, *, model_override: str | None = None) -> Settings:
@@ -100,35 +86,6 @@ def _request(task: Task) -> str:
     return task.instructions or "(no instructions given: look at the context above and do what it needs)"
 
 
-class _RedactingTool(Tool):
-    """Wraps a tool so its output is redacted before the model, the log or the session sees it."""
-
-    name: ClassVar[str] = ""
-    description: ClassVar[str] = ""
-
-    def __init__(self, inner: Tool, redact: Redactor) -> None:
-        self.inner = inner
-        self.redact = redact
-
-    def schema(self) -> dict[str, Any]:
-        return self.inner.schema()
-
-    def execute(self, arguments: dict[str, Any], ctx: ToolContext) -> ToolOutput:
-        output = self.inner.execute(arguments, ctx)
-        output.text = self.redact(output.text)
-        if output.details is not None:
-            output.details = self.redact.value(output.details)
-        return output
-
-
-def redacting(tool: Tool, redact: Redactor) -> Tool:
-    cls = type(f"Redacting{type(tool).__name__}", (_RedactingTool,),
-               {"name": tool.name, "description": tool.description, "Params": tool.Params,
-                "mutating": tool.mutating})
-    wrapped: Tool = cls(tool, redact)
-    return wrapped
-
-
 def session_metadata(task: Task, context: RunnerContext, branch: str, head_sha: str = "") -> dict[str, Any]:
     """`repo`, `git_commit` and `origin` become the session header's own fields; the rest its metadata."""
     return {
@@ -145,48 +102,3 @@ def session_metadata(task: Task, context: RunnerContext, branch: str, head_sha: 
     }
 
 
-def run_agent(task: Task, inputs: ActionInputs, context: RunnerContext, redact: Redactor, *, plan_branch: str,
-              model_override: str | None, on_session: Callable[[Path], None],
-              log: Callable[[str], None], head_sha: str = "",
-              previous_session: Path | None = None, feedback: str = "") -> AgentOutcome:
-    from bot.agent.runtime import build_agent, open_session
-
-    settings = settings_for(inputs, context, model_override=model_override)
-    try:
-        # A follow-up on the same thread forks the earlier session: new file, `parent_session` set.
-        handle = open_session(settings, context.workspace,
-                              fork=str(previous_session) if previous_session is not None else None,
-                              metadata=session_metadata(task, context, plan_branch, head_sha))
-        if handle.path is not None:
-            on_session(handle.path)
-        agent = build_agent(settings, context.workspace, interactive=False, session=handle)
-    except Exception as exc:  # ConfigError (bad model, missing key), unknown tool names, unwritable dir
-        return AgentOutcome(None, None, settings.model, error=redact(f"{type(exc).__name__}: {exc}"))
-    agent.tools = {name: redacting(tool, redact) for name, tool in agent.tools.items()}
-    agent.subscribe(_progress_logger(log, redact))
-    log(f"opi: running {agent.model.info.spec} with tools {', '.join(sorted(agent.tools)) or 'none'}")
-    result = agent.run(redact(build_prompt(task, branch=plan_branch, feedback=feedback)))
-    result.final_text = redact(result.final_text)
-    if result.error:
-        result.error = redact(result.error)
-    log(f"opi: agent finished: {result.outcome.value} after {result.turns} turns")
-    return AgentOutcome(result, handle.path, agent.model.info.spec)
-
-
-def _progress_logger(log: Callable[[str], None], redact: Redactor) -> Callable[[Event], None]:
-    from bot.agent import events as ev
-
-    def on_event(event: Event) -> None:
-        if isinstance(event, ev.ToolStart):
-            args = redact(str(event.tool_call.arguments))
-            log(f"opi: tool {event.tool_call.name} {args[:200]}")
-        elif isinstance(event, ev.ToolEnd) and event.is_error:
-            log(f"opi: tool {event.tool_name} failed: {redact(event.text)[:300]}")
-        elif isinstance(event, ev.Retry):
-            log(f"opi: retrying the model (attempt {event.attempt}): {redact(event.error)}")
-        elif isinstance(event, ev.CompactionEnd):
-            log(f"opi: compacted the context: {event.tokens_before} -> {event.tokens_after} tokens")
-        elif isinstance(event, ev.Warning):
-            log(f"opi: warning: {redact(event.message)}")
-
-    return on_event

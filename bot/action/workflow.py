@@ -7,8 +7,11 @@ the value. Run state lives in a JSON file under RUNNER_TEMP whose path is also s
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import secrets
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,33 +40,112 @@ def append_summary(path: Path | None, markdown: str, redact: Redactor) -> None:
         out.write(redact(markdown).rstrip("\n") + "\n")
 
 
+# Delivery facts `RunState.record` accepts: each is saved the moment it happens, so whatever stops the
+# main step afterwards (a 502 on the final edit, SIGKILL, a timeout), the post step can say exactly what
+# was delivered and post the report the main step could not.
+FACTS = frozenset({
+    "phase", "conclusion", "session_path", "session_id", "tracking_comment_id",
+    "pushing_branch",  # a push to this branch started (it may or may not have landed)
+    "pushed_sha", "pushed_branch",  # the push landed
+    "pr_url",
+    "artifact_id", "artifact_url", "artifact_name",
+    "report_body",  # the final report, rendered and redacted, held for the post step
+    "report_posted",  # True once the final report is on GitHub, False when posting it failed
+    "report_error",  # why it could not be posted (for the log; never echoed in a comment)
+})
+
+
+class StateError(Exception):
+    """A state file that must not be trusted or cannot be written."""
+
+
 @dataclass
 class RunState:
-    """What the post step needs to finish a run the main step could not."""
+    """What the post step needs to finish a run the main step could not, and the facts of what happened."""
 
     phase: str = "started"  # started -> running -> finished
     repo: str = ""
     number: int | None = None
     tracking_comment_id: int | None = None
     session_path: str = ""
+    session_id: str = ""
     run_url: str = ""
     conclusion: str = ""
+    pushing_branch: str = ""
+    pushed_sha: str = ""
+    pushed_branch: str = ""
+    pr_url: str = ""
+    artifact_id: int | None = None
+    artifact_url: str = ""
+    artifact_name: str = ""
+    report_body: str = ""
+    report_posted: bool | None = None  # None: no final report attempted yet
+    report_error: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # Where `record` saves; not part of the file.
+    path: Path | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def load(cls, path: Path) -> RunState | None:
+        """The state at `path`, or None when it is missing, unreadable or not trustworthy.
+
+        Only a file owned by this process's user and writable by no one else is read: the agent runs as
+        another (unprivileged) user, and a state file it could write would let it dictate what the post
+        step posts under the bot's name."""
         try:
+            info = path.stat()
+            if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+                return None
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError):
             return None
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        if not isinstance(data, dict):
+            return None
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "path"}
+        try:
+            state = cls(**known)
+        except TypeError:
+            return None
+        state.path = path
+        return state
+
+    @property
+    def pushed(self) -> bool:
+        return bool(self.pushed_sha)
+
+    @property
+    def needs_post_step(self) -> bool:
+        """The post step has work: the run never finished, or its final report is not on GitHub."""
+        return self.phase != "finished" or self.report_posted is False
+
+    def record(self, **facts: Any) -> None:
+        """Set delivery facts and save at once (atomically), e.g. `state.record(pushed_sha=sha,
+        pushed_branch="feature")`. Unknown names are a programming error and raise ValueError."""
+        unknown = set(facts) - FACTS
+        if unknown:
+            raise ValueError(f"unknown run-state facts: {', '.join(sorted(unknown))}")
+        for name, value in facts.items():
+            setattr(self, name, value)
+        if self.path is not None:
+            self.save(self.path)
 
     def save(self, path: Path) -> None:
+        """Write the whole state to a private temp file beside `path`, fsync it, then rename it over
+        `path`: a reader (the post step) sees the old state or the new one, never half of either."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
-        tmp.replace(path)
+        data = {k: v for k, v in asdict(self).items() if k != "path"}
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:  # mkstemp creates it 0600
+                json.dump(data, out, indent=2)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        self.path = path
 
 
 def state_path(temp_dir: Path, run_id: str) -> Path:

@@ -4,10 +4,13 @@ When the context outgrows `threshold_tokens` (default: the model's context windo
 the older part of the conversation is replaced by a structured summary written by the model itself, and
 the most recent ~`keep_recent_tokens` are kept verbatim. How the bound is kept, step by step:
 
-- Size: the last fresh assistant message's reported usage (input + cache + output) plus an estimate for
-  what came after it, or, when larger, an estimate of the whole request (system prompt, tool schemas and
-  every message serialised as JSON, at 4 characters a token). Taking the larger of the two means an
-  underestimate by one measure is caught by the other.
+- Size: measured the way the provider counts it. The last fresh assistant message's reported usage
+  (input + cache read + cache write: the whole request that produced it) plus that message and
+  everything appended after it, estimated from their wire form (texts JSON-escaped, tool arguments as
+  JSON, a little framing per block) at 4 characters a token. Before any answer (or just after a
+  compaction) the whole request is estimated that way: system prompt, tool schemas and every message.
+  The session file's form (usage, cost, ids, timestamps) is never what is measured: it over-counts
+  tool turns about 2.5 times and made compaction fire far too early.
 - Cut: walk back from the newest message while the kept tail fits its budget; the tail may start only at
   a user or assistant message, never at a tool result, so a tool call is never separated from its result.
   A single turn too big to keep is split, its prefix summarised with the rest; if even the last message
@@ -31,10 +34,12 @@ import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from bot.agent import events as ev
-from bot.agent.session import ContextItem, SessionConversation, summary_message
+from bot.agent.config import CompactionSettings
+from bot.agent.loop import CompactionReason, CompactionRequest, Conversation
+from bot.agent.session import ContextItem, summary_message
 from bot.llm.base import Model, ModelRequest, ToolSpec
 from bot.llm.errors import ModelError
 from bot.llm.messages import (
@@ -42,21 +47,19 @@ from bot.llm.messages import (
     Cost,
     ImageContent,
     Message,
+    TextContent,
     ThinkingContent,
     ToolCall,
     ToolResultMessage,
     Usage,
     UserMessage,
-    message_to_dict,
 )
 from bot.llm.retry import RetryPolicy, complete
 
 if TYPE_CHECKING:
     import threading
 
-    from bot.agent.loop import Agent
-
-Reason = Literal["threshold", "manual", "overflow"]
+Reason = CompactionReason
 
 CHARS_PER_TOKEN = 4
 IMAGE_TOKENS = 1_200  # what providers roughly charge for one image, whatever its base64 size
@@ -113,29 +116,8 @@ UPDATE_PROMPT = (
 )
 
 
-@dataclass
-class CompactionConfig:
-    enabled: bool = True
-    threshold_tokens: int | None = None  # None: context window minus reserve_tokens
-    reserve_tokens: int = 16_384
-    keep_recent_tokens: int = 20_000
-    summary_max_tokens: int = 4_096
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> CompactionConfig:
-        """Accepts any object with the same attribute names (e.g. the config file's `[compaction]`)."""
-        defaults = cls()
-        return cls(**{name: getattr(settings, name, getattr(defaults, name))
-                      for name in ("enabled", "threshold_tokens", "reserve_tokens", "keep_recent_tokens",
-                                   "summary_max_tokens")})
-
-    def threshold(self, context_window: int) -> int:
-        if self.threshold_tokens is not None:
-            return self.threshold_tokens
-        return max(1, context_window - self.reserve_tokens)
-
-    def summary_budget(self, threshold: int) -> int:
-        return max(64, min(self.summary_max_tokens, threshold // 8))
+# One definition: the config file's `[compaction]` table is what the compactor runs with.
+CompactionConfig = CompactionSettings
 
 
 @dataclass
@@ -157,17 +139,38 @@ Emit = Callable[[ev.Event], None]
 
 # -- sizes -----------------------------------------------------------------------------------------
 
+BLOCK_FRAMING_CHARS = 64  # what a provider wraps around one content block: type, ids, role, braces
+
+
 def estimate_tokens(message: Message) -> int:
-    """Characters of the message as JSON / 4: conservative, since it counts keys and escapes too."""
-    data = message_to_dict(message)
-    data.pop("details", None)  # renderer data, never sent to the model
-    chars = len(json.dumps(data, ensure_ascii=False))
-    content = getattr(message, "content", None)
-    if isinstance(content, list):
-        for block in content:
-            if isinstance(block, ImageContent):
-                chars += IMAGE_TOKENS * CHARS_PER_TOKEN - len(block.data)
+    """The message's size on the wire / 4: its texts JSON-escaped, tool arguments as JSON, and some
+    framing per block. Not its session form, whose usage, cost, ids and timestamps are never sent."""
+    chars = BLOCK_FRAMING_CHARS
+    if isinstance(message, AssistantMessage):
+        for block in message.content:
+            if isinstance(block, TextContent):
+                chars += _json_chars(block.text) + BLOCK_FRAMING_CHARS
+            elif isinstance(block, ThinkingContent):
+                chars += _json_chars(block.thinking) + len(block.signature or "") + BLOCK_FRAMING_CHARS
+            else:
+                chars += (len(block.id) + len(block.name) + BLOCK_FRAMING_CHARS
+                          + len(json.dumps(block.arguments, ensure_ascii=False)))
+        return math.ceil(chars / CHARS_PER_TOKEN)
+    if isinstance(message, ToolResultMessage):
+        chars += len(message.tool_call_id) + len(message.tool_name)
+    content = message.content
+    for part in [content] if isinstance(content, str) else content:
+        if isinstance(part, str):
+            chars += _json_chars(part)
+        elif isinstance(part, ImageContent):
+            chars += IMAGE_TOKENS * CHARS_PER_TOKEN
+        else:
+            chars += _json_chars(part.text) + BLOCK_FRAMING_CHARS
     return math.ceil(chars / CHARS_PER_TOKEN)
+
+
+def _json_chars(text: str) -> int:
+    return len(json.dumps(text, ensure_ascii=False))
 
 
 def text_tokens(text: str) -> int:
@@ -196,14 +199,13 @@ class TokenCounter:
 
 def context_size(items: Sequence[ContextItem], overhead: int, count: Callable[[ContextItem], int]) -> int:
     """Tokens the next request will carry (see the module docstring)."""
-    sizes = [count(item) for item in items]
-    estimated = overhead + sum(sizes)
     for index in range(len(items) - 1, -1, -1):
         item = items[index]
-        if item.fresh and isinstance(item.message, AssistantMessage) and item.message.usage.total_tokens:
-            reported = item.message.usage.total_tokens + sum(sizes[index + 1:])
-            return max(estimated, reported)
-    return estimated
+        if item.fresh and isinstance(item.message, AssistantMessage) and item.message.usage.prompt_tokens:
+            # The request that produced this answer, as the provider counted it, then the answer and
+            # what followed it as they will be sent.
+            return item.message.usage.prompt_tokens + sum(count(later) for later in items[index:])
+    return overhead + sum(count(item) for item in items)
 
 
 # -- cut point -------------------------------------------------------------------------------------
@@ -437,7 +439,7 @@ def fallback_summary(messages: Sequence[Message], previous: str | None, error: s
 
 # -- compacting a conversation ---------------------------------------------------------------------
 
-def compact(conversation: SessionConversation, model: Model, *, config: CompactionConfig, reason: Reason,
+def compact(conversation: Conversation, model: Model, *, config: CompactionConfig, reason: Reason,
             overhead: int = 0, instructions: str | None = None, retry: RetryPolicy | None = None,
             cancel: threading.Event | None = None, emit: Emit | None = None,
             counter: TokenCounter | None = None) -> CompactionResult | None:
@@ -447,7 +449,7 @@ def compact(conversation: SessionConversation, model: Model, *, config: Compacti
     items = conversation.items()
     threshold = config.threshold(model.info.context_window)
     summary_tokens = config.summary_budget(threshold)
-    previous_entry = conversation.session.latest_compaction()
+    previous_entry = conversation.latest_compaction()
     previous = strip_file_lists(str(previous_entry["summary"])) if previous_entry else None
     read, modified = _previous_files(previous_entry)
 
@@ -517,64 +519,34 @@ def _previous_files(entry: dict[str, Any] | None) -> tuple[set[str], set[str]]:
 # -- the agent's compactor -------------------------------------------------------------------------
 
 class Compactor:
-    """Plugs compaction into the agent loop (`bot.agent.loop.Compactor`): checked before every model
-    request, on a context-overflow error, and on demand (`/compact`)."""
+    """Plugs compaction into the agent loop (`bot.agent.loop.Compactor`): asked before every model
+    request, called on a context-overflow error and on demand (`/compact`). It gets a
+    `CompactionRequest` and returns a `CompactionResult`; the loop counts compactions and spend."""
 
     def __init__(self, config: CompactionConfig | None = None) -> None:
         self.config = config or CompactionConfig()
         self.counter = TokenCounter()
-        self._warned = False
 
-    def threshold(self, agent: Agent) -> int:
-        return self.config.threshold(agent.model.info.context_window)
+    def threshold(self, model: Model) -> int:
+        return self.config.threshold(model.info.context_window)
 
-    def context_tokens(self, agent: Agent) -> int:
-        """What the next request would carry; for footers (`tokens used / bound`)."""
-        conversation = self._conversation(agent)
-        if conversation is None:
-            return 0
-        return context_size(conversation.items(), self._overhead(agent), self.counter)
+    def context_tokens(self, request: CompactionRequest) -> tuple[int, int]:
+        """(tokens the next request carries, the bound): for footers."""
+        size = context_size(request.conversation.items(), _overhead(request), self.counter)
+        return size, self.threshold(request.model)
 
-    def after_turn(self, agent: Agent) -> bool:
+    def needs_compaction(self, request: CompactionRequest) -> bool:
         if not self.config.enabled:
             return False
-        conversation = self._conversation(agent)
-        if conversation is None:
-            return False
-        if context_size(conversation.items(), self._overhead(agent), self.counter) <= self.threshold(agent):
-            return False
-        return self.compact_agent(agent, "threshold") is not None
+        size, bound = self.context_tokens(request)
+        return size > bound
 
-    def on_overflow(self, agent: Agent) -> bool:
-        return self._conversation(agent) is not None and self.compact_agent(agent, "overflow") is not None
+    def compact(self, request: CompactionRequest) -> CompactionResult | None:
+        """Compact now; None when there is nothing to summarise (the context fits in the kept tail)."""
+        return compact(request.conversation, request.model, config=self.config, reason=request.reason,
+                       overhead=_overhead(request), instructions=request.instructions, retry=request.retry,
+                       cancel=request.cancel, emit=request.emit, counter=self.counter)
 
-    def compact_agent(self, agent: Agent, reason: Reason = "manual",
-                      instructions: str | None = None) -> CompactionResult | None:
-        """Compact now. The summary call's usage and cost are added to the agent's totals (they are also
-        recorded on the compaction entry, so a resumed session restores them)."""
-        conversation = self._conversation(agent)
-        if conversation is None:
-            return None
-        result = compact(conversation, agent.model, config=self.config, reason=reason,
-                         overhead=self._overhead(agent), instructions=instructions, retry=agent.retry,
-                         cancel=agent.cancel, emit=agent.emit, counter=self.counter)
-        if result is not None:
-            agent.add_spend(result.usage, result.cost)
-            if reason == "manual":
-                agent.compactions += 1  # the loop counts the automatic ones
-        return result
 
-    def _overhead(self, agent: Agent) -> int:
-        from bot.agent.loop import tool_spec
-
-        return request_overhead(agent.system_prompt, [tool_spec(t) for t in agent.tools.values()])
-
-    def _conversation(self, agent: Agent) -> SessionConversation | None:
-        if isinstance(agent.conversation, SessionConversation):
-            return agent.conversation
-        if not self._warned:
-            self._warned = True
-            agent.emit(ev.Warning(message="compaction needs a session-backed conversation; the context is "
-                                          "not bounded in this run"))
-        return None
-
+def _overhead(request: CompactionRequest) -> int:
+    return request_overhead(request.system_prompt, request.tools)

@@ -17,11 +17,13 @@ import os
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bot.llm.base import ThinkingLevel
 from bot.llm.models import EndpointConfig
+from bot.llm.retry import RetryPolicy
 
 DEFAULT_MODEL = "anthropic:claude-sonnet-4-5"
 PROJECT_CONFIG = Path(".opi") / "config.toml"
@@ -37,22 +39,36 @@ class _Section(BaseModel):
 
 
 class CompactionSettings(_Section):
+    """The `[compaction]` table, and what the compactor runs with (one definition for both)."""
+
     enabled: bool = True
     # None: the model's context window minus `reserve_tokens`.
     threshold_tokens: int | None = Field(default=None, gt=0)
     keep_recent_tokens: int = Field(default=20_000, gt=0)
     reserve_tokens: int = Field(default=16_384, ge=0)
+    summary_max_tokens: int = Field(default=4_096, gt=0)
 
+    @classmethod
+    def from_settings(cls, settings: Any) -> CompactionSettings:
+        """A copy of `settings` (a `CompactionSettings`, or any object with the same attribute names)."""
+        if isinstance(settings, CompactionSettings):
+            return settings.model_copy()
+        defaults = cls()
+        return cls(**{name: getattr(settings, name, getattr(defaults, name)) for name in cls.model_fields})
 
-class RetrySettings(_Section):
-    max_retries: int = Field(default=4, ge=0)
-    base_delay: float = Field(default=1.0, ge=0)
-    max_delay: float = Field(default=60.0, ge=0)
+    def threshold(self, context_window: int) -> int:
+        """The bound on the tokens of one request."""
+        if self.threshold_tokens is not None:
+            return self.threshold_tokens
+        return max(1, context_window - self.reserve_tokens)
+
+    def summary_budget(self, threshold: int) -> int:
+        return max(64, min(self.summary_max_tokens, threshold // 8))
 
 
 class Settings(_Section):
     model: str = DEFAULT_MODEL
-    thinking: Literal["off", "low", "medium", "high"] = "off"
+    thinking: ThinkingLevel = "off"
     max_turns: int | None = Field(default=50, gt=0)
     max_cost_usd: float | None = Field(default=None, gt=0)
     timeout_seconds: float | None = Field(default=None, gt=0)
@@ -66,7 +82,7 @@ class Settings(_Section):
     no_session: bool = False
     bash_timeout: float = Field(default=120.0, gt=0)
     compaction: CompactionSettings = Field(default_factory=CompactionSettings)
-    retry: RetrySettings = Field(default_factory=RetrySettings)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
 
     @property
     def session_path(self) -> Path | None:

@@ -13,9 +13,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 from bot.agent import events as ev
+from bot.agent.session import ContextItem, Entry, InMemoryConversation
 from bot.llm.base import Model, ModelRequest, StreamEvent, TextDelta, ThinkingDelta, ToolCallDelta, ToolSpec
 from bot.llm.errors import Aborted, ContextOverflowError, ModelError
 from bot.llm.messages import (
@@ -31,6 +32,7 @@ from bot.llm.messages import (
     text_result,
 )
 from bot.llm.retry import RetryPolicy, complete
+from bot.llm.wire import same_items
 from bot.tools.base import Tool, ToolContext
 
 
@@ -62,6 +64,9 @@ class Limits:
 
 @dataclass
 class RunResult:
+    """How a run ended. `usage`/`cost` are the conversation's totals (a resumed session's earlier spend
+    included); `run_usage`/`run_cost` are what this run alone spent (model turns and compactions)."""
+
     outcome: Outcome
     final_text: str
     turns: int
@@ -71,6 +76,8 @@ class RunResult:
     compactions: int = 0
     duration_seconds: float = 0.0
     model_error: ModelError | None = field(default=None, repr=False)
+    run_usage: Usage = field(default_factory=Usage)
+    run_cost: Cost = field(default_factory=Cost.zero)
 
     @property
     def ok(self) -> bool:
@@ -78,31 +85,65 @@ class RunResult:
 
 
 class Conversation(Protocol):
-    """Where messages live. The session-backed one persists each append before returning."""
+    """Where messages live. The session-backed one persists each append before returning; the
+    in-memory one (`InMemoryConversation`) is the same thing over a session that is never written."""
 
     def context(self) -> list[Message]: ...
 
     def append(self, message: Message) -> None: ...
 
+    def items(self) -> list[ContextItem]:
+        """The context with the entry each message comes from (what a compactor cuts)."""
+        ...
 
-class InMemoryConversation:
-    def __init__(self, messages: Sequence[Message] = ()) -> None:
-        self.messages: list[Message] = list(messages)
+    def latest_compaction(self) -> Entry | None: ...
 
-    def context(self) -> list[Message]:
-        return list(self.messages)
+    def apply_compaction(self, **fields: Any) -> Entry:
+        """Record a compaction (persisted first), then switch the context to its summary."""
+        ...
 
-    def append(self, message: Message) -> None:
-        self.messages.append(message)
+
+CompactionReason = Literal["threshold", "overflow", "manual"]
+
+
+@dataclass(frozen=True)
+class CompactionRequest:
+    """All a compactor gets: the conversation, the model to summarise with, and what else the next
+    request carries (system prompt and tool schemas count against the same bound)."""
+
+    reason: CompactionReason
+    conversation: Conversation
+    model: Model
+    system_prompt: str
+    tools: Sequence[ToolSpec]
+    retry: RetryPolicy
+    cancel: threading.Event
+    emit: Callable[[ev.Event], None]
+    instructions: str | None = None
+
+
+class Compacted(Protocol):
+    """What a compaction reports back; the loop adds the summary calls' spend to its totals."""
+
+    @property
+    def usage(self) -> Usage: ...
+
+    @property
+    def cost(self) -> Cost: ...
 
 
 class Compactor(Protocol):
-    """Keeps the context under its bound. Returns True when it compacted. `after_turn` runs before
-    every model request, i.e. after the previous turn (or the new prompt) entered the context."""
+    """Keeps the context under its bound. The loop asks `needs_compaction` before every model request
+    (after the previous turn, or the new prompt, entered the context), calls `compact` when it says so
+    or when the provider reports an overflow, and counts what came back."""
 
-    def after_turn(self, agent: Agent) -> bool: ...
+    def needs_compaction(self, request: CompactionRequest) -> bool: ...
 
-    def on_overflow(self, agent: Agent) -> bool: ...
+    def compact(self, request: CompactionRequest) -> Compacted | None: ...
+
+    def context_tokens(self, request: CompactionRequest) -> tuple[int, int]:
+        """(tokens the next request carries, the bound): for footers."""
+        ...
 
 
 # Returns None to allow, or the reason the user refused (sent back to the model).
@@ -131,11 +172,13 @@ class Agent:
         self.cost = cost or Cost.zero()
         # What this run() spent, apart from what a resumed session had spent before: the cost limit is
         # per run, so continuing a thread in CI gets a fresh budget rather than an exhausted one.
+        self.run_usage = Usage()
         self.run_cost = Cost.zero()
         self.turns = 0
         self.compactions = 0
         self.last_assistant: AssistantMessage | None = None
-        self.cancel = threading.Event()
+        # One event, shared with the tools once: setting it stops the model stream and running tools.
+        self.cancel = tool_context.cancel
         self._deadline: float | None = None
 
     # -- events ------------------------------------------------------------------------------------
@@ -150,6 +193,7 @@ class Agent:
         """Count a model call's usage and cost (assistant turns and compaction summaries alike)."""
         self.usage = self.usage + usage
         self.cost = self.cost + cost
+        self.run_usage = self.run_usage + usage
         self.run_cost = self.run_cost + cost
 
     def append(self, message: Message) -> None:
@@ -157,10 +201,45 @@ class Agent:
         self.conversation.append(message)
         self.emit(ev.MessageEnd(message=message))
 
+    # -- compaction --------------------------------------------------------------------------------
+    def compaction_request(self, reason: CompactionReason = "manual",
+                           instructions: str | None = None) -> CompactionRequest:
+        return CompactionRequest(reason=reason, conversation=self.conversation, model=self.model,
+                                 system_prompt=self.system_prompt, tools=self.tool_specs(), retry=self.retry,
+                                 cancel=self.cancel, emit=self.emit, instructions=instructions)
+
+    def compact(self, reason: CompactionReason = "manual", instructions: str | None = None) -> Compacted | None:
+        """Compact now (None: no compactor, or nothing to summarise). Counted here, for every reason."""
+        if self.compactor is None:
+            return None
+        result = self.compactor.compact(self.compaction_request(reason, instructions))
+        if result is not None:
+            self.compactions += 1
+            self.add_spend(result.usage, result.cost)
+        return result
+
+    def context_tokens(self) -> tuple[int, int] | None:
+        """(tokens the next request carries, the compaction bound), or None without a compactor."""
+        if self.compactor is None:
+            return None
+        return self.compactor.context_tokens(self.compaction_request())
+
+    _tool_specs: tuple[tuple[Tool, ...], list[ToolSpec]] | None = None
+
+    def tool_specs(self) -> list[ToolSpec]:
+        # Built once per tool set, not per turn: the same ToolSpec objects every turn also let the
+        # provider reuse its encoded tool schemas.
+        tools = tuple(self.tools.values())
+        cached = self._tool_specs
+        if cached is None or not same_items(cached[0], tools):
+            cached = self._tool_specs = (tools, [tool_spec(tool) for tool in tools])
+        return list(cached[1])
+
     # -- the loop ----------------------------------------------------------------------------------
     def run(self, prompt: str | UserMessage) -> RunResult:
         started = time.monotonic()
         self.turns = 0
+        self.run_usage, self.run_cost = Usage(), Cost.zero()
         self.cancel.clear()
         self._deadline = started + self.limits.max_wall_seconds if self.limits.max_wall_seconds else None
         timer = self._start_deadline_timer()
@@ -174,6 +253,8 @@ class Agent:
             timed_out = self._deadline is not None and time.monotonic() >= self._deadline
             outcome = Outcome.TIMEOUT if timed_out else Outcome.ABORTED
             text, error, model_error = self._last_text(), str(exc) or outcome.value, None
+            if timed_out:  # the deadline cancelled a request or a tool: say which limit, not "cancelled"
+                error = f"time limit of {self.limits.max_wall_seconds:g} s reached"
         except ModelError as exc:
             outcome, text, error, model_error = Outcome.ERROR, self._last_text(), str(exc), exc
         except AgentError as exc:
@@ -182,7 +263,7 @@ class Agent:
             if timer is not None:
                 timer.cancel()
         result = RunResult(outcome, text, self.turns, self.usage, self.cost, error, self.compactions,
-                           time.monotonic() - started, model_error)
+                           time.monotonic() - started, model_error, self.run_usage, self.run_cost)
         self.emit(ev.AgentEnd(outcome=outcome.value, turns=self.turns, usage=self.usage, cost=self.cost,
                               error=error))
         return result
@@ -192,8 +273,8 @@ class Agent:
             self._check_turn_limits()
             # Checked before every request (after the previous turn's tool results, or a new prompt,
             # were added), so no request leaves without the context having been measured.
-            if self.compactor is not None and self.compactor.after_turn(self):
-                self.compactions += 1
+            if self.compactor is not None and self.compactor.needs_compaction(self.compaction_request("threshold")):
+                self.compact("threshold")
             self.turns += 1
             self.emit(ev.TurnStart(turn=self.turns))
             message = self._assistant_turn()
@@ -212,9 +293,8 @@ class Agent:
         try:
             message = self._stream_assistant()
         except ContextOverflowError:
-            if self.compactor is None or not self.compactor.on_overflow(self):
+            if self.compact("overflow") is None:
                 raise
-            self.compactions += 1
             message = self._stream_assistant()  # one retry after compacting; a second overflow is fatal
         if message.stop_reason == "error":
             raise AgentError(message.error_message or "the model ended its message with an error")
@@ -224,7 +304,7 @@ class Agent:
         request = ModelRequest(
             system=self.system_prompt,
             messages=self.conversation.context(),
-            tools=[tool_spec(tool) for tool in self.tools.values()],
+            tools=self.tool_specs(),
             thinking=self.thinking,  # type: ignore[arg-type]
             max_output_tokens=self.model.info.max_output_tokens,
             cancel=self.cancel,
@@ -288,7 +368,6 @@ class Agent:
             refusal = self.approver(call, tool)
             if refusal is not None:
                 return text_result(call, f"The user refused this {call.name} call: {refusal}", is_error=True)
-        self.tool_context.cancel = self.cancel
         output = tool.execute(call.arguments, self.tool_context)
         result = text_result(call, output.text, is_error=output.is_error)
         result.details = output.details
@@ -297,7 +376,8 @@ class Agent:
     # -- limits ------------------------------------------------------------------------------------
     def _check_turn_limits(self) -> None:
         if self.limits.max_turns is not None and self.turns >= self.limits.max_turns:
-            raise LimitReached(Outcome.MAX_TURNS, f"reached the limit of {self.limits.max_turns} turns")
+            turns = self.limits.max_turns
+            raise LimitReached(Outcome.MAX_TURNS, f"reached the limit of {turns} turn{'s' if turns != 1 else ''}")
         if self._deadline is not None and time.monotonic() >= self._deadline:
             raise LimitReached(Outcome.TIMEOUT,
                                f"reached the wall-time limit of {self.limits.max_wall_seconds:g} s")

@@ -48,16 +48,16 @@ def find_context_files(cwd: Path, global_dir: Path | None) -> list[ContextFile]:
     for directory in directories:
         for name in CONTEXT_FILE_NAMES:
             path = directory / name
-            if not path.is_file():
-                continue
-            resolved = path.resolve()
-            if resolved in seen:  # CLAUDE.md is often a symlink to AGENTS.md
-                continue
-            seen.add(resolved)
             try:
+                if not path.is_file():
+                    continue
+                resolved = path.resolve()
+                if resolved in seen:  # CLAUDE.md is often a symlink to AGENTS.md
+                    continue
+                seen.add(resolved)
                 text = path.read_text(encoding="utf-8", errors="replace")
             except OSError:
-                continue  # an unreadable notes file must not stop the agent
+                continue  # an unreadable notes file (or directory) must not stop the agent
             found.append(ContextFile(path, text.strip()))
     return found
 

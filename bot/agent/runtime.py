@@ -1,26 +1,31 @@
-"""The one factory that turns `Settings` into a ready `Agent`, used by both the CLI and the action.
+"""The one place a run is set up: `prepare_run()` turns `Settings` into a ready `Agent` with its session,
+for print mode, the REPL and the action's agent worker alike.
 
-It owns the policy decisions that must not differ between the two shells: which tools the model is
-offered, which environment variables a tool subprocess may see, the system prompt, limits and retries.
-Nothing here knows about terminals or GitHub.
+It owns the policy decisions that must not differ between the shells: which tools the model is
+offered, which environment variables a tool subprocess may see, the system prompt, limits and retries,
+and what happens when setup fails (the empty session file is deleted, whatever the failure). Nothing
+here knows about terminals or GitHub.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.agent.config import Settings, config_dir
+from bot.agent.config import Settings, SettingsError, config_dir
 from bot.agent.loop import Agent, Approver, Compactor, Conversation, Limits
 from bot.agent.prompt import build_system_prompt
 from bot.agent.session import Session, SessionConversation, SessionError
 from bot.llm.base import Model
+from bot.llm.errors import ConfigError, ModelError
 from bot.llm.messages import Cost, Usage
-from bot.llm.retry import RetryPolicy
 from bot.tools.base import Tool, ToolContext, scrubbed_env
+
+ToolWrapper = Callable[[Tool], Tool]
 
 
 class SessionUnavailable(SessionError, LookupError):
@@ -45,13 +50,19 @@ class SessionHandle:
             self.session.close()
 
     def discard_if_unused(self) -> None:
-        """Close, and delete the file of a session this run created but never wrote an entry to (setup
-        failed after it was opened: a missing key, an unknown tool), so listings show no empty runs."""
+        """Close, and forget a session this run created in which the model never answered (setup
+        failed, or every request failed: a bad key, a wrong URL, a refused connection): its file is
+        deleted, so `-c` and listings never land on a run with nothing in it."""
         self.close()
-        if self.resumed or self.session is None or self.session.entries or self.path is None:
+        if self.resumed or self.session is None or self.path is None or _answered(self.session):
             return
         self.path.unlink(missing_ok=True)
         self.path = None
+
+
+def _answered(session: Session) -> bool:
+    return any(entry["type"] == "message" and isinstance(entry.get("message"), dict)
+               and entry["message"].get("role") == "assistant" for entry in session.entries)
 
 
 def endpoint_key_env_names(settings: Settings) -> tuple[str, ...]:
@@ -76,9 +87,17 @@ def select_agent_tools(settings: Settings, *, interactive: bool) -> list[Tool]:
     return tools
 
 
-def resolve_settings_model(settings: Settings, env: Mapping[str, str]) -> Model:
-    from bot.llm.models import resolve_model
+def resolve_settings_model(settings: Settings, env: Mapping[str, str], *,
+                           workspace: Path | None = None) -> Model:
+    """The model the settings name. `replay:SESSION` is read here, through the session reader, so the
+    replay model is handed the recorded messages and never parses a file itself."""
+    from bot.llm.models import parse_spec, resolve_model
 
+    provider, path = parse_spec(settings.model)
+    if provider == "replay":
+        from bot.agent.replay_source import replay_model
+
+        return replay_model(path, workspace=workspace)
     model: Model = resolve_model(settings.model, settings.endpoints, env, settings.thinking)
     return model
 
@@ -86,13 +105,18 @@ def resolve_settings_model(settings: Settings, env: Mapping[str, str]) -> Model:
 def build_agent(settings: Settings, workspace: Path, *, interactive: bool = False,
                 approver: Approver | None = None, conversation: Conversation | None = None,
                 compactor: Compactor | None = None, session: SessionHandle | None = None,
-                model: Model | None = None, env: Mapping[str, str] | None = None) -> Agent:
+                model: Model | None = None, env: Mapping[str, str] | None = None,
+                wrap_tool: ToolWrapper | None = None, extra_tools: Sequence[Tool] = ()) -> Agent:
     """Everything an agent run needs, from settings. Raises `bot.llm.errors.ConfigError` for a bad
-    model spec or missing key and `ValueError` for an unknown tool name."""
+    model spec or missing key and `ValueError` for an unknown tool name. `extra_tools` are offered
+    besides the selected ones (the action's `ci_log`); `wrap_tool` wraps each tool the model is offered
+    (the action's worker masks token shapes in their output with it)."""
     env = os.environ if env is None else env
     workspace = workspace.resolve()
-    model = model or resolve_settings_model(settings, env)
-    tools = select_agent_tools(settings, interactive=interactive)
+    model = model or resolve_settings_model(settings, env, workspace=workspace)
+    tools = [*select_agent_tools(settings, interactive=interactive), *extra_tools]
+    if wrap_tool is not None:
+        tools = [wrap_tool(tool) for tool in tools]
     tool_env, extra_names = tool_environment(settings, env)
     context = ToolContext(workspace=workspace, env=tool_env, bash_timeout=settings.bash_timeout,
                           extra_env_names=extra_names)
@@ -108,8 +132,7 @@ def build_agent(settings: Settings, workspace: Path, *, interactive: bool = Fals
                       max_wall_seconds=settings.timeout_seconds),
         conversation=conversation,
         thinking=settings.thinking,
-        retry=RetryPolicy(max_retries=settings.retry.max_retries, base_delay=settings.retry.base_delay,
-                          max_delay=settings.retry.max_delay),
+        retry=settings.retry,
         compactor=compactor,
         # With allow_mutating nobody is asked; otherwise the shell's approver decides each call.
         approver=None if settings.allow_mutating else approver,
@@ -121,10 +144,9 @@ def build_agent(settings: Settings, workspace: Path, *, interactive: bool = Fals
 def build_compactor(settings: Settings) -> Compactor | None:
     if not settings.compaction.enabled:
         return None
-    from bot.agent.compaction import CompactionConfig
-    from bot.agent.compaction import Compactor as SessionCompactor
+    from bot.agent.compaction import Compactor as SummaryCompactor
 
-    compactor: Compactor = SessionCompactor(CompactionConfig.from_settings(settings.compaction))
+    compactor: Compactor = SummaryCompactor(settings.compaction)
     return compactor
 
 
@@ -138,7 +160,8 @@ def open_session(settings: Settings, cwd: Path, *, resume: str | None = None, co
     nothing is written (a resumed session is copied into memory). `metadata` keys `repo`, `git_commit`
     and `origin` go to the header's own fields, the rest into its `metadata`.
 
-    Raises `SessionUnavailable` when the session to resume or fork cannot be found or read."""
+    Raises `SessionUnavailable` (a usage error) when the session to resume or fork cannot be found or
+    read, or when the sessions directory cannot be written (the message names it)."""
     from bot.agent.session_store import open_session as store_open_session
 
     given = dict(metadata or {})
@@ -155,3 +178,82 @@ def open_session(settings: Settings, cwd: Path, *, resume: str | None = None, co
     return SessionHandle(conversation=SessionConversation(session), session=session, path=session.path,
                          usage=totals.usage, cost=totals.cost, warnings=list(session.warnings),
                          resumed=resumed)
+
+
+# -- one run setup for every shell --------------------------------------------------------------------
+
+# What can go wrong before the agent starts: bad settings, model spec or key, an unknown tool, a session
+# that cannot be found, read or written, an unwritable directory.
+SETUP_ERRORS: tuple[type[Exception], ...] = (SettingsError, ConfigError, ModelError, SessionError, ValueError,
+                                              LookupError, OSError)
+
+
+class RunSetupError(Exception):
+    """Setup failed; `error` is the original failure (one of SETUP_ERRORS), which callers map to exit
+    codes. By the time this is raised, a session file the setup created is gone again."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """Which session a run writes to: new (the default), `resume` (id prefix or path), `continue_` (the
+    latest answered one for the workspace) or `fork` (a copy naming its parent). `metadata` keys `repo`,
+    `git_commit` and `origin` go to the header's own fields, the rest into its `metadata`."""
+
+    resume: str | None = None
+    continue_: bool = False
+    fork: str | None = None
+    metadata: Mapping[str, Any] | None = None
+
+
+# Picks the model from the opened session (e.g. the one a resumed session last used): returns the
+# settings to run with and a model already built from them, or None to build the configured one.
+ModelChooser = Callable[[Settings, SessionHandle], tuple[Settings, Model | None]]
+# Builds the agent on the opened session instead of `build_agent` (the REPL, which rebuilds it later).
+AgentMaker = Callable[[Settings, SessionHandle], Agent]
+
+
+@dataclass
+class PreparedRun:
+    agent: Agent
+    handle: SessionHandle
+    settings: Settings  # with the model actually used
+
+
+@contextmanager
+def prepare_run(settings: Settings, workspace: Path, *, session: SessionOptions | None = None,
+                interactive: bool = False, approver: Approver | None = None,
+                wrap_tool: ToolWrapper | None = None, env: Mapping[str, str] | None = None,
+                model: Model | None = None, choose_model: ModelChooser | None = None,
+                make_agent: AgentMaker | None = None, extra_tools: Sequence[Tool] = ()) -> Iterator[PreparedRun]:
+    """Open the session and build the agent; on leaving, close the session, deleting it when this run
+    created it and the model never answered. Raises `RunSetupError` (wrapping the original failure)
+    when setup fails, after removing what it created; anything raised inside the block passes through.
+
+    `env` holds the model's keys and base URLs (default: `os.environ`); tools never see those, whatever
+    it holds. `wrap_tool` wraps every tool (see `build_agent`). `choose_model` runs once the session is
+    open (see `ModelChooser`); `model` skips resolving one at all; `make_agent` replaces `build_agent`."""
+    options = session or SessionOptions()
+    handle: SessionHandle | None = None
+    try:
+        handle = open_session(settings, workspace, resume=options.resume, continue_=options.continue_,
+                              fork=options.fork, metadata=options.metadata)
+        if model is None and choose_model is not None:
+            settings, model = choose_model(settings, handle)
+        if make_agent is not None:
+            agent = make_agent(settings, handle)
+        else:
+            agent = build_agent(settings, workspace, interactive=interactive, approver=approver,
+                                session=handle, model=model, env=env, wrap_tool=wrap_tool,
+                                extra_tools=extra_tools)
+    except SETUP_ERRORS as exc:
+        if handle is not None:
+            handle.discard_if_unused()
+        raise RunSetupError(exc) from exc
+    try:
+        yield PreparedRun(agent, handle, settings)
+    finally:
+        handle.discard_if_unused()

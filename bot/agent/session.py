@@ -22,13 +22,14 @@ import gc
 import json
 import os
 import secrets
+import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Literal, NamedTuple
+from typing import IO, Any, Literal, NamedTuple, NotRequired, TypedDict
 
 from pydantic import ValidationError
 
@@ -39,12 +40,9 @@ from bot.llm.messages import (
     TextContent,
     Usage,
     UserMessage,
-    message_to_dict,
 )
 
 SESSION_VERSION = 1
-KNOWN_ENTRY_TYPES = frozenset({"message", "compaction", "leaf", "model_change", "session_info",
-                               "branch_summary"})
 
 # Same wording as pi, so a session moved between the two clients gives the model the same context.
 COMPACTION_SUMMARY_PREFIX = ("The conversation history before this point was compacted into the following "
@@ -156,20 +154,90 @@ class Totals:
     cost: Cost
 
 
+Entry = dict[str, Any]
+"""An entry as stored: a JSON object. The TypedDicts below document (and type the writers of) each kind."""
+
+
+class MessageEntry(TypedDict):
+    type: Literal["message"]
+    id: str
+    parent_id: str | None
+    timestamp: str
+    message: dict[str, Any]  # a `bot.llm.messages` message as JSON
+
+
+class CompactionEntry(TypedDict):
+    type: Literal["compaction"]
+    id: str
+    parent_id: str | None
+    timestamp: str
+    summary: str
+    first_kept_entry_id: str | None
+    tokens_before: int
+    tokens_after: int | None
+    details: dict[str, list[str]]  # read_files, modified_files
+    usage: NotRequired[dict[str, int]]
+    cost: NotRequired[dict[str, float | None]]
+
+
+class LeafEntry(TypedDict):
+    type: Literal["leaf"]
+    id: str
+    parent_id: str | None  # the same as entry_id: a leaf hangs where it points
+    timestamp: str
+    entry_id: str | None
+
+
+class BranchSummaryEntry(TypedDict):
+    type: Literal["branch_summary"]
+    id: str
+    parent_id: str | None
+    timestamp: str
+    summary: str
+    from_id: str | None
+
+
+class ModelChangeEntry(TypedDict):
+    type: Literal["model_change"]
+    id: str
+    parent_id: str | None
+    timestamp: str
+    provider: str
+    model: str
+
+
+class SessionInfoEntry(TypedDict):
+    type: Literal["session_info"]
+    id: str
+    parent_id: str | None
+    timestamp: str
+    name: str
+
+
+ENTRY_TYPES: dict[str, type] = {
+    "message": MessageEntry, "compaction": CompactionEntry, "leaf": LeafEntry,
+    "branch_summary": BranchSummaryEntry, "model_change": ModelChangeEntry, "session_info": SessionInfoEntry,
+}
+KNOWN_ENTRY_TYPES = frozenset(ENTRY_TYPES)
+
+
 class Session:
-    """A session file: its header, all entries (as dicts, in file order) and the active tip."""
+    """A session file: its header, all entries (as dicts, in file order) and the active tip.
+
+    Reads only opi files; `bot.agent.session_store.load_session` also converts pi files."""
 
     def __init__(self, header: SessionHeader, path: Path | None, *, source_format: str = "opi") -> None:
         self.header = header
         self.path = path
         self.source_format = source_format  # "pi" when converted from a pi file on load
-        self.entries: list[dict[str, Any]] = []
+        self.entries: list[Entry] = []
         self.warnings: list[str] = []
+        self.skipped_lines: list[int] = []  # 1-based numbers of corrupt or truncated lines, on load
         self.tip: str | None = None
         self._index: dict[str, int] = {}
         self._messages: dict[str, Message | None] = {}
         self._file: IO[bytes] | None = None
-        self._initial_items: tuple[str | None, list[ContextItem]] | None = None
+        self._header_on_disk = path is None or source_format != "opi"
 
     # -- creating and opening ---------------------------------------------------------------------
     @classmethod
@@ -177,18 +245,16 @@ class Session:
                session_id: str | None = None, model: str | None = None, repo: str | None = None,
                git_commit: str | None = None, origin: str | None = None,
                metadata: dict[str, Any] | None = None) -> Session:
-        """A new session. With a path, the header is written (and fsynced) at once; with None it lives
-        in memory only (`--no-session`)."""
+        """A new session. With a path, the file is written with the first entry (header and entry
+        together), so a session nothing was said in leaves no file; the directory is created and
+        checked for writing at once. With None it lives in memory only (`--no-session`)."""
         header = SessionHeader(id=session_id or str(uuid.uuid4()), timestamp=iso_now(), cwd=str(cwd),
                                parent_session=parent_session, model=model, repo=repo,
                                git_commit=git_commit, origin=origin, metadata=dict(metadata or {}))
         session = cls(header, path)
         if path is not None:
-            if path.exists() and path.stat().st_size > 0:
-                raise SessionError(f"{path}: refusing to create a session over an existing file")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            session._file = open(path, "ab", buffering=0)  # noqa: SIM115 - kept open for appends
-            session._write_line(header.to_dict())
+            _check_writable_dir(path.parent)
+            _refuse_existing(path)
         return session
 
     @classmethod
@@ -197,41 +263,33 @@ class Session:
 
     @classmethod
     def load(cls, path: str | Path, *, reconstruct: bool = True) -> Session:
-        """Read a session file (opi, or pi v1-v3 converted on the fly). Raises SessionError naming the
-        file when it is missing, unreadable or not a session; anything else becomes a warning.
-        With `reconstruct` the context is rebuilt at once (listings that only need the header, name and
-        totals pass False and skip validating messages)."""
+        """Read an opi session file. Raises SessionError naming the file when it is missing, unreadable
+        or not an opi session (`bot.agent.session_store.load_session` also reads pi files); anything
+        else becomes a warning. `reconstruct` validates the active context at once (listings that need
+        only the header, name and totals pass False)."""
         file = Path(path)
-        try:
-            big = file.stat().st_size > _BIG_FILE_BYTES
-        except OSError:
-            big = False
-        with _gc_paused(freeze=big):
-            session = cls._load(file)
-            if reconstruct:
-                session._initial_items = (session.tip, session._context_items())
-            return session
+        data = read_session_bytes(file)
+        lines = decode_lines(data)
+        header_data = parse_header_line(file, lines[0])
+        if is_pi_header(header_data):
+            raise SessionFormatError(f"{file}: a pi session; open it through the session store, which "
+                                     "converts it")
+        with gc_paused(freeze=len(data) > BIG_FILE_BYTES):
+            return cls.from_lines(file, header_data, lines, ends_with_newline=data.endswith(b"\n"),
+                                  reconstruct=reconstruct)
 
     @classmethod
-    def _load(cls, file: Path) -> Session:
-        try:
-            data = file.read_bytes()
-        except FileNotFoundError:
-            raise SessionError(f"{file}: no such session file") from None
-        except OSError as exc:
-            raise SessionError(f"{file}: cannot read the session: {exc.strerror or exc}") from None
-        lines = _decode_lines(data)
-        header_data = _parse_header_line(file, lines[0])
-        if _is_pi_header(header_data):
-            from bot.agent.pi_format import session_from_pi  # lazy: only pi files need the converter
-
-            pi_session: Session = session_from_pi(file, header_data, lines)
-            return pi_session
+    def from_lines(cls, file: Path, header_data: dict[str, Any], lines: list[str], *,
+                   ends_with_newline: bool, reconstruct: bool = True) -> Session:
+        """An opi session from its decoded lines (`lines[0]` is the header, already parsed)."""
         session = cls(SessionHeader.from_dict(header_data, str(file)), file)
+        session._header_on_disk = True
         if session.header.version > SESSION_VERSION:
             session.warnings.append(f"{file}: written by a newer format (version {session.header.version}); "
                                     "entry types this version does not know are ignored")
-        session._load_lines(lines, ends_with_newline=data.endswith(b"\n"))
+        session._load_lines(lines, ends_with_newline=ends_with_newline)
+        if reconstruct:
+            session._context_items()  # validates the context's messages now, while the GC is paused
         return session
 
     def _load_lines(self, texts: list[str], *, ends_with_newline: bool) -> None:
@@ -239,7 +297,6 @@ class Session:
         # raw_decode per line, and the entry checks inlined.
         decode = _DECODER.raw_decode
         corrupt: list[int] = []
-        index, entries = self._index, self.entries
         last = len(texts) - 1
         for number in range(1, len(texts)):
             raw = texts[number]
@@ -252,6 +309,7 @@ class Session:
             except ValueError:
                 entry = _loads_lenient(raw)
                 if entry is None:
+                    self.skipped_lines.append(number + 1)
                     if number == last and not ends_with_newline:
                         self.warnings.append(f"{self._where()}: line {number + 1} is a truncated last line "
                                              f"({len(raw.encode('utf-8', 'surrogateescape'))} bytes, "
@@ -261,31 +319,41 @@ class Session:
                     continue
             if not _valid_entry(entry):
                 corrupt.append(number + 1)
+                self.skipped_lines.append(number + 1)
                 continue
-            entry_id = entry["id"]
-            if entry_id in index:
-                self.warnings.append(f"{self._where()}: line {number + 1} repeats entry id {entry_id!r}; "
-                                     "ignored")
-                continue
-            index[entry_id] = len(entries)
-            entries.append(entry)
-            self._advance_tip(entry)
+            self.add_loaded_entry(entry, number + 1)
         if corrupt:
             shown = ", ".join(str(n) for n in corrupt[:20]) + (" ..." if len(corrupt) > 20 else "")
             self.warnings.append(f"{self._where()}: skipped {len(corrupt)} corrupt line(s): {shown}")
 
-    def add_loaded_entry(self, entry: dict[str, Any], line: int | None = None) -> None:
-        """Index an entry read from a file (used by the loaders; never writes)."""
-        entry_id = entry["id"]
-        if entry_id in self._index:
+    def add_loaded_entry(self, entry: Entry, line: int | None = None) -> bool:
+        """Index an entry read from a file (used by the loaders; never writes). False when its id was
+        already taken (the entry is ignored, with a warning)."""
+        if entry["id"] in self._index:
             where = f"line {line}" if line else "an entry"
-            self.warnings.append(f"{self._where()}: {where} repeats entry id {entry_id!r}; ignored")
-            return
-        self._index[entry_id] = len(self.entries)
-        self.entries.append(entry)
-        self._advance_tip(entry)
+            self.warnings.append(f"{self._where()}: {where} repeats entry id {entry['id']!r}; ignored")
+            return False
+        # A leaf whose target is missing is kept in the file's order but moves nothing.
+        self._index_entry(entry, move_tip=entry["type"] != "leaf" or self._leaf_target_known(entry, line))
+        return True
 
-    def _advance_tip(self, entry: dict[str, Any]) -> None:
+    def _leaf_target_known(self, entry: Entry, line: int | None) -> bool:
+        target = entry.get("entry_id")
+        if target is None or (isinstance(target, str) and target in self._index):
+            return True
+        # The target's line was corrupt or cut: the tip stays on the last valid entry of the branch, so
+        # the context is not emptied and the next entry hangs from an entry that exists.
+        where = f"line {line}" if line else f"leaf {entry['id']!r}"
+        self.warnings.append(f"{self._where()}: {where} moves the tip to {target!r}, which is not in the "
+                             "file; the tip stays on the entry before it")
+        return False
+
+    def _index_entry(self, entry: Entry, *, move_tip: bool = True) -> None:
+        """The one place an entry joins the tree: index it, keep it in file order, move the tip."""
+        self._index[entry["id"]] = len(self.entries)
+        self.entries.append(entry)
+        if not move_tip:
+            return
         if entry["type"] == "leaf":
             target = entry.get("entry_id")
             self.tip = target if isinstance(target, str) or target is None else self.tip
@@ -304,6 +372,8 @@ class Session:
         if self.path is None or self.source_format != "opi":
             raise SessionError(f"{self._where()}: this session cannot be appended to "
                                f"(format {self.source_format}); import it into a new opi session")
+        if not self._header_on_disk:
+            return  # a new session: the file is created with its first entry
         try:
             self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open for appends
             if self._file.tell() > 0:
@@ -319,14 +389,41 @@ class Session:
     def persistent(self) -> bool:
         return self.path is not None and self.source_format == "opi"
 
+    @property
+    def on_disk(self) -> bool:
+        """Whether the file exists (a new session's file appears with its first entry)."""
+        return self.path is not None and self._header_on_disk
+
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
 
-    def _write_line(self, data: dict[str, Any]) -> None:
-        if self._file is None:
+    def _write_entry(self, data: Entry) -> None:
+        if self.path is None:
             return
+        if self._file is None:
+            if self._header_on_disk:
+                self.open_for_append()
+            else:
+                self._create_file()
+        self._write_line(data)
+
+    def _create_file(self) -> None:
+        assert self.path is not None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # "x": never over a file that appeared since create() checked (another opi, same id)
+            self._file = open(self.path, "xb", buffering=0)  # noqa: SIM115 - kept open for appends
+        except FileExistsError:
+            raise SessionError(f"{self.path}: refusing to create a session over an existing file") from None
+        except OSError as exc:
+            raise SessionError(f"{self.path}: cannot create the session: {exc.strerror or exc}") from None
+        self._header_on_disk = True
+        self._write_line(self.header.to_dict())
+
+    def _write_line(self, data: dict[str, Any]) -> None:
+        assert self._file is not None
         try:
             line = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         except UnicodeEncodeError:  # lone surrogates (undecodable tool output): escape them instead
@@ -343,79 +440,85 @@ class Session:
             if candidate not in self._index:
                 return candidate
 
-    def append(self, entry_type: str, **fields: Any) -> dict[str, Any]:
+    def append(self, entry_type: str, **fields: Any) -> Entry:
         """Append an entry on the active branch: written and fsynced before it is indexed."""
-        if self.path is not None and self._file is None:
-            self.open_for_append()
-        entry: dict[str, Any] = {"type": entry_type, "id": self.new_id(), "parent_id": self.tip,
-                                 "timestamp": iso_now()}
+        entry: Entry = {"type": entry_type, "id": self.new_id(), "parent_id": self.tip, "timestamp": iso_now()}
         if entry_type == "leaf":
             entry["parent_id"] = fields.get("entry_id")  # hangs where it points; nothing descends from it
         entry.update(fields)
-        self._write_line(entry)
-        self._index[entry["id"]] = len(self.entries)
-        self.entries.append(entry)
-        self._advance_tip(entry)
+        self.append_raw(entry)
         return entry
 
-    def append_raw(self, entry: dict[str, Any]) -> None:
-        """Copy an existing entry (ids kept), e.g. into a fork or an imported session."""
-        if self.path is not None and self._file is None:
-            self.open_for_append()
-        self._write_line(entry)
-        self._index[entry["id"]] = len(self.entries)
-        self.entries.append(entry)
-        self._advance_tip(entry)
+    def append_raw(self, entry: Entry, *, message: Message | None = None) -> None:
+        """Write and index an entry as given (ids kept), e.g. a copy into a fork. `message` is the
+        entry's message already validated, when the caller has it."""
+        self._write_entry(entry)
+        self._index_entry(entry)
+        if message is not None:
+            self._messages[entry["id"]] = message
 
     def append_message(self, message: Message) -> str:
-        entry = self.append("message", message=message_to_dict(message))
-        self._messages[entry["id"]] = message
-        return str(entry["id"])
+        entry_id = self.new_id()
+        entry: Entry = {"type": "message", "id": entry_id, "parent_id": self.tip, "timestamp": iso_now(),
+                        # python mode: its values are JSON types already, and a lone surrogate in a dict
+                        # key (undecodable output in tool arguments) survives to the writer, which escapes it
+                        "message": message.model_dump()}
+        self.append_raw(entry, message=message)
+        return entry_id
 
     def append_compaction(self, *, summary: str, first_kept_entry_id: str | None, tokens_before: int,
                           tokens_after: int, read_files: list[str], modified_files: list[str],
-                          **extra: Any) -> dict[str, Any]:
+                          **extra: Any) -> Entry:
         return self.append("compaction", summary=summary, first_kept_entry_id=first_kept_entry_id,
                            tokens_before=tokens_before, tokens_after=tokens_after,
                            details={"read_files": read_files, "modified_files": modified_files}, **extra)
 
-    def append_model_change(self, provider: str, model: str) -> dict[str, Any]:
+    def append_model_change(self, provider: str, model: str) -> Entry:
         return self.append("model_change", provider=provider, model=model)
 
-    def set_name(self, name: str) -> dict[str, Any]:
+    def set_name(self, name: str) -> Entry:
         return self.append("session_info", name=name)
 
     def switch_leaf(self, entry_id: str | None, *, summary: str | None = None) -> None:
         """Move the active tip to an earlier entry (None: before the first entry). With a summary of the
         abandoned branch, a `branch_summary` entry follows, so the model keeps what was learnt there."""
-        if entry_id is not None and entry_id not in self._index:
-            raise SessionError(f"{self._where()}: no entry with id {entry_id!r}")
-        if entry_id is not None and self.entries[self._index[entry_id]]["type"] == "leaf":
-            raise SessionError(f"{self._where()}: {entry_id!r} is a leaf marker, not a branch point")
+        self._check_branch_point(entry_id)
         previous = self.tip
         self.append("leaf", entry_id=entry_id)
         if summary:
             self.append("branch_summary", summary=summary, from_id=previous)
 
+    def _check_branch_point(self, entry_id: str | None) -> None:
+        if entry_id is not None and entry_id not in self._index:
+            raise SessionError(f"{self._where()}: no entry with id {entry_id!r}")
+        if entry_id is not None and self.entries[self._index[entry_id]]["type"] == "leaf":
+            raise SessionError(f"{self._where()}: {entry_id!r} is a leaf marker, not a branch point")
+
     # -- reading ----------------------------------------------------------------------------------
-    def entry(self, entry_id: str) -> dict[str, Any] | None:
+    def entry(self, entry_id: str) -> Entry | None:
         index = self._index.get(entry_id)
         return None if index is None else self.entries[index]
 
-    def children(self, entry_id: str | None) -> list[dict[str, Any]]:
+    def cached_message(self, entry_id: str) -> Message | None:
+        """The entry's message if it was already validated (or written by this process), else None."""
+        return self._messages.get(entry_id)
+
+    def children(self, entry_id: str | None) -> list[Entry]:
         return [e for e in self.entries if e.get("parent_id") == entry_id and e["type"] != "leaf"]
 
-    def branch(self) -> list[dict[str, Any]]:
+    def branch(self) -> list[Entry]:
         """The active branch: entries from the root to the active tip, oldest first."""
         return self.path_to(self.tip)
 
-    def path_to(self, tip: str | None) -> list[dict[str, Any]]:
-        """Entries from the root to `tip`, oldest first."""
+    def path_to(self, tip: str | None) -> list[Entry]:
+        """Entries from the root to `tip`, oldest first. Raises SessionError for an id not in the file."""
+        if tip is not None and tip not in self._index:
+            raise SessionError(f"{self._where()}: no entry with id {tip!r}")
         path = list(self._walk_back(tip))
         path.reverse()
         return path
 
-    def _walk_back(self, tip: str | None) -> Iterator[dict[str, Any]]:
+    def _walk_back(self, tip: str | None) -> Iterator[Entry]:
         current = tip
         index_of, entries = self._index, self.entries
         seen: set[str] = set()
@@ -434,7 +537,7 @@ class Session:
                 parent = entries[index - 1]["id"] if index > 0 else None
             current = parent
 
-    def message_of(self, entry: dict[str, Any]) -> Message | None:
+    def message_of(self, entry: Entry) -> Message | None:
         """The entry's message, validated once and cached; None (with a warning) when invalid."""
         entry_id = entry["id"]
         if entry_id in self._messages:
@@ -454,10 +557,7 @@ class Session:
     def context_items(self) -> list[ContextItem]:
         """The model's context for the active branch: the latest compaction's summary, the messages it
         kept (from `first_kept_entry_id`), then everything after it."""
-        initial, self._initial_items = self._initial_items, None
-        if initial is not None and initial[0] == self.tip:
-            return list(initial[1])  # built by load(), nothing appended since
-        with _gc_paused():
+        with gc_paused():
             return self._context_items()
 
     def _context_items(self) -> list[ContextItem]:
@@ -591,7 +691,10 @@ class SessionConversation:
         entry_id = self.session.append_message(message)
         self._items.append(ContextItem(entry_id, "message", message, True))
 
-    def apply_compaction(self, **fields: Any) -> dict[str, Any]:
+    def latest_compaction(self) -> Entry | None:
+        return self.session.latest_compaction()
+
+    def apply_compaction(self, **fields: Any) -> Entry:
         """Persist a compaction entry, then (only then) switch the in-memory context to it."""
         entry = self.session.append_compaction(**fields)
         self._items = self.session.context_items()
@@ -605,21 +708,30 @@ class SessionConversation:
         self._items = self.session.context_items()
 
 
+class InMemoryConversation(SessionConversation):
+    """A conversation that is never written anywhere (tests, `--no-session`); it branches and compacts
+    like any other, because it is a session that lives in memory."""
+
+    def __init__(self, messages: Iterable[Message] = (), *, cwd: str | Path = "") -> None:
+        super().__init__(Session.in_memory(cwd))
+        for message in messages:
+            self.append(message)
+
+
 def fork_session(source: Session, path: Path | None, *, cwd: str | Path, tip: str | None = None,
                  **header: Any) -> Session:
     """A new session whose header names `source` as `parent_session` and which holds a copy of the
-    source's active branch (up to `tip`), so it is self-contained on any machine."""
+    source's active branch (up to `tip`), so it is self-contained on any machine. Raises SessionError
+    when `tip` is not an entry of `source`."""
+    branch = source.branch() if tip is None else source.path_to(tip)
     fork = Session.create(path, cwd=cwd, parent_session=source.header.id,
                           model=header.pop("model", source.header.model),
                           repo=header.pop("repo", source.header.repo),
                           git_commit=header.pop("git_commit", source.header.git_commit),
                           origin=header.pop("origin", source.header.origin),
                           metadata=header.pop("metadata", dict(source.header.metadata)), **header)
-    for entry in source.branch() if tip is None else source.path_to(tip):
-        fork.append_raw(entry)
-        message = source._messages.get(entry["id"])
-        if message is not None:
-            fork._messages[entry["id"]] = message
+    for entry in branch:
+        fork.append_raw(entry, message=source.cached_message(entry["id"]))
     return fork
 
 
@@ -638,7 +750,7 @@ def read_header(path: Path) -> dict[str, Any] | None:
 # -- helpers ---------------------------------------------------------------------------------------
 
 @contextmanager
-def _gc_paused(freeze: bool = False) -> Iterator[None]:
+def gc_paused(freeze: bool = False) -> Iterator[None]:
     """Building 100k small dicts makes the cyclic GC rescan them over and over (3x the parse time). Parsed
     JSON holds no reference cycles (reference counting frees it), so the collector is paused meanwhile.
     With `freeze` (big files) what exists afterwards is moved out of the collector's sight, so that
@@ -654,7 +766,41 @@ def _gc_paused(freeze: bool = False) -> Iterator[None]:
             gc.enable()
 
 
-def _parse_header_line(file: Path, line: str) -> dict[str, Any]:
+def read_session_bytes(file: Path) -> bytes:
+    try:
+        return file.read_bytes()
+    except FileNotFoundError:
+        raise SessionError(f"{file}: no such session file") from None
+    except IsADirectoryError:
+        raise SessionError(f"{file} is a directory, not a session file") from None
+    except OSError as exc:
+        raise SessionError(f"{file}: cannot read the session: {exc.strerror or exc}") from None
+
+
+def _refuse_existing(path: Path) -> None:
+    try:
+        if path.stat().st_size > 0:
+            raise SessionError(f"{path}: refusing to create a session over an existing file")
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise SessionError(f"{path}: cannot use this session file: {exc.strerror or exc}") from None
+
+
+def _check_writable_dir(directory: Path) -> None:
+    """Create the sessions directory and prove it takes a file now, so that an unwritable location is a
+    setup error naming the directory rather than a failure in the middle of the first turn."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe, probe_path = tempfile.mkstemp(prefix=".opi-write-check-", dir=directory)
+        os.close(probe)
+        os.unlink(probe_path)
+    except OSError as exc:
+        raise SessionError(f"{directory}: cannot write sessions there ({exc.strerror or exc}); choose "
+                           "another directory with --session-dir, or run with --no-session") from None
+
+
+def parse_header_line(file: Path, line: str) -> dict[str, Any]:
     shown = line[:80]
     if not line.strip():
         raise SessionFormatError(f"{file}: not a session file: it is empty (expected a first line "
@@ -673,7 +819,7 @@ def _parse_header_line(file: Path, line: str) -> dict[str, Any]:
     return data
 
 
-def _is_pi_header(data: dict[str, Any]) -> bool:
+def is_pi_header(data: dict[str, Any]) -> bool:
     """pi writes camelCase headers with version 2 or 3 (none for its v1); opi's has `parent_session`."""
     if "parent_session" in data:
         return False
@@ -682,10 +828,10 @@ def _is_pi_header(data: dict[str, Any]) -> bool:
 
 
 _DECODER = json.JSONDecoder()
-_BIG_FILE_BYTES = 16 * 1024 * 1024
+BIG_FILE_BYTES = 16 * 1024 * 1024
 
 
-def _decode_lines(data: bytes) -> list[str]:
+def decode_lines(data: bytes) -> list[str]:
     try:
         return data.decode("utf-8").split("\n")
     except UnicodeDecodeError:  # damaged bytes: decode line by line so that only those lines are lost

@@ -4,7 +4,10 @@ Directory, first match wins: an explicit `--session-dir`/config value, `$OPI_SES
 `$XDG_DATA_HOME/opi/sessions`, `~/.local/share/opi/sessions`. Files are named `<session id>.jsonl`, but a
 session is found by its header too, so a file renamed by an artifact download still resumes by id. The
 header's cwd only scopes `-c` and listings; it is never a reason to refuse a resume (a CI session made in
-`/github/workspace` resumes in the user's checkout).
+`/github/workspace` resumes in the user's checkout). `-c` continues the newest session the model answered in.
+
+This module also decides the format of a file (`load_session`): opi files go to `Session`, pi files to
+the converter in `bot.agent.pi_format`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.agent.session import Session, SessionError, fork_session, read_header
+from bot.agent.pi_format import session_from_pi
+from bot.agent.session import (
+    BIG_FILE_BYTES,
+    Session,
+    SessionError,
+    decode_lines,
+    fork_session,
+    gc_paused,
+    is_pi_header,
+    parse_header_line,
+    read_header,
+    read_session_bytes,
+)
+
+
+def load_session(path: str | Path, *, reconstruct: bool = True) -> Session:
+    """Read a session file, opi or pi (v1-v3, converted on the fly; pi's file is never written). Raises
+    SessionError naming the file when it is missing, unreadable or not a session."""
+    file = Path(path)
+    data = read_session_bytes(file)
+    lines = decode_lines(data)
+    header = parse_header_line(file, lines[0])
+    with gc_paused(freeze=len(data) > BIG_FILE_BYTES):
+        if is_pi_header(header):
+            return session_from_pi(file, header, lines)
+        return Session.from_lines(file, header, lines, ends_with_newline=data.endswith(b"\n"),
+                                  reconstruct=reconstruct)
 
 
 def sessions_dir(explicit: str | Path | None = None) -> Path:
@@ -118,7 +147,7 @@ def list_sessions(directory: Path, cwd: str | Path | None = None, limit: int | N
     listings = []
     for modified, path, _ in _matching_files(directory, cwd)[:limit]:
         try:
-            session = Session.load(path, reconstruct=False)
+            session = load_session(path, reconstruct=False)
         except SessionError:
             continue
         totals = session.totals()
@@ -130,8 +159,21 @@ def list_sessions(directory: Path, cwd: str | Path | None = None, limit: int | N
 
 
 def most_recent_session(directory: Path, cwd: str | Path) -> Path | None:
-    found = _matching_files(directory, cwd)
-    return found[0][1] if found else None
+    """The newest session for `cwd` that holds an answer: a session where the model never answered (a
+    run that failed with a bad key, or was opened and left) is not what `-c` should continue."""
+    for _, path, _ in _matching_files(directory, cwd):
+        if _has_assistant_message(path):
+            return path
+    return None
+
+
+def _has_assistant_message(path: Path) -> bool:
+    # A key with this exact spelling occurs only as JSON structure (a quote inside a string is escaped),
+    # in opi and pi files alike; a byte search spares parsing every candidate.
+    try:
+        return b'"role":"assistant"' in path.read_bytes()
+    except OSError:
+        return False
 
 
 def open_session(*, cwd: str | Path, directory: str | Path | None = None, resume: str | None = None,
@@ -147,11 +189,11 @@ def open_session(*, cwd: str | Path, directory: str | Path | None = None, resume
     where = sessions_dir(directory)
     source: Session | None = None
     if resume or fork:
-        source = Session.load(resolve_session(str(resume or fork), where))
+        source = load_session(resolve_session(str(resume or fork), where))
     elif continue_:
         recent = most_recent_session(where, cwd)
         if recent is not None:
-            source = Session.load(recent)
+            source = load_session(recent)
     new_id = str(uuid.uuid4())
     path = None if no_session else new_session_path(where, new_id)
     if source is None:

@@ -1,7 +1,8 @@
-"""`opi`: argument parsing and dispatch.
+"""`opi`: dispatch to print mode, the REPL and the subcommands (the parsers are in `bot.cli.args`).
 
 This module is on the path of `opi --version`, which must start in well under 150 ms, so it imports
-only the standard library at module level; everything else is imported by the function that needs it.
+only the standard library (and the stdlib-only `bot.cli.args`) at module level; everything else is
+imported by the function that needs it.
 """
 
 from __future__ import annotations
@@ -12,118 +13,32 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-# Exit codes (documented in docs/cli.md).
-EXIT_OK = 0
-EXIT_FAILURE = 1  # runtime error or a limit was hit
-EXIT_USAGE = 2  # bad flags, bad config, missing API key
-EXIT_AUTH = 3
-EXIT_PROVIDER = 4
-EXIT_INTERRUPTED = 130
+from bot.cli.args import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    PICK_SESSION,
+    SUBCOMMANDS,
+    UsageError,
+    build_compact_parser,
+    build_export_parser,
+    build_parser,
+    settings_flags,
+)
 
-SUBCOMMANDS = ("export", "compact", "action", "pull")
-THINKING = ("off", "low", "medium", "high")
-
-
-class UsageError(Exception):
-    """A bad combination of arguments (exit code 2)."""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="opi",
-        description="A coding agent for the terminal and for GitHub Actions.",
-        epilog="Subcommands: opi export SESSION, opi compact SESSION, opi pull URL, opi action. "
-               "See docs/cli.md for every option and exit code.",
-    )
-    parser.add_argument("prompt", nargs="?", help="the task; opens the interactive REPL on a terminal "
-                                                  "when omitted")
-    parser.add_argument("-p", "--print", dest="print_prompt", metavar="PROMPT",
-                        help="run PROMPT non-interactively and print the final answer")
-    parser.add_argument("--json", action="store_true",
-                        help="print every event as one JSON line, then a summary line")
-    parser.add_argument("--version", action="store_true", help="print the version and exit")
-
-    model = parser.add_argument_group("model and limits")
-    model.add_argument("--model", help="provider:model, e.g. anthropic:claude-sonnet-4-5, openai:gpt-4.1")
-    model.add_argument("--thinking", choices=THINKING, help="reasoning effort")
-    model.add_argument("--max-turns", type=_positive_int, metavar="N", help="turn limit (default 50)")
-    model.add_argument("--max-cost", type=_positive_float, metavar="USD", help="cost limit in US dollars")
-    model.add_argument("--timeout", type=_positive_float, metavar="SECONDS", help="wall-time limit")
-
-    tools = parser.add_argument_group("tools")
-    tools.add_argument("--tools", action="append", metavar="A,B", help="only these tools")
-    tools.add_argument("--no-tools", action="store_true", help="no tools at all")
-    tools.add_argument("--allow-mutating", action="store_true",
-                       help="allow write, edit and bash without asking")
-
-    prompt = parser.add_argument_group("system prompt")
-    prompt.add_argument("--system-prompt", metavar="TEXT|FILE", help="replace the base system prompt")
-    prompt.add_argument("--append-system-prompt", action="append", metavar="TEXT|FILE",
-                        help="append to the system prompt (repeatable)")
-
-    config = parser.add_argument_group("config and sessions")
-    config.add_argument("--config", metavar="PATH", help="read this TOML file after the others")
-    config.add_argument("--session-dir", metavar="DIR", help="where session files are written and found")
-    config.add_argument("--no-session", action="store_true", help="write no session file")
-    sessions = config.add_mutually_exclusive_group()
-    sessions.add_argument("--resume", metavar="ID|PATH", help="continue a session (an id prefix is enough)")
-    sessions.add_argument("-c", "--continue", dest="continue_", action="store_true",
-                          help="continue the most recent session for this directory")
-    sessions.add_argument("--fork", metavar="ID|PATH", help="start a new session from a copy of another")
-    sessions.add_argument("--list-sessions", action="store_true", help="list sessions for this directory")
-    return parser
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
-    return value
-
-
-def settings_flags(args: argparse.Namespace) -> dict[str, Any]:
-    """The settings the flags set, and only those: an absent flag must not override a config file."""
-    from bot.agent.config import parse_tool_names
-
-    flags: dict[str, Any] = {}
-    simple = {"model": "model", "thinking": "thinking", "max_turns": "max_turns",
-              "max_cost": "max_cost_usd", "timeout": "timeout_seconds", "system_prompt": "system_prompt"}
-    for attr, key in simple.items():
-        value = getattr(args, attr)
-        if value is not None:
-            flags[key] = value
-    for attr in ("no_tools", "allow_mutating", "no_session"):
-        if getattr(args, attr):
-            flags[attr] = True
-    if args.tools is not None:
-        flags["tools"] = parse_tool_names(args.tools)
-    if args.append_system_prompt:
-        flags["append_system_prompt"] = list(args.append_system_prompt)
-    if args.session_dir is not None:
-        flags["session_dir"] = os.path.abspath(os.path.expanduser(args.session_dir))
-    return flags
+__all__ = ["UsageError", "build_parser", "main", "settings_flags"]  # kept importable from here
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list == ["--version"]:  # the fast path: no parser, no imports
+    if args_list in (["--version"], ["-v"]):  # the fast path: no parser, no imports
         from bot import __version__
 
         print(f"opi {__version__}")
         return EXIT_OK
+    from bot.tools.proc import harden_current_process
+
+    harden_current_process()  # commands the model runs (same uid) must not read opi's environment or memory
     if args_list and args_list[0] in SUBCOMMANDS:
         return run_subcommand(args_list[0], args_list[1:])
     parser = build_parser()
@@ -171,13 +86,7 @@ def _load_settings_or_exit(config: str | None, flags: dict[str, Any]) -> Any:
 
 
 def run_export(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="opi export", description="Write a session as Markdown, JSON or a "
-                                                                    "pi session file.")
-    parser.add_argument("session", metavar="ID|PATH", help="a session file or a unique id prefix")
-    parser.add_argument("--format", choices=("markdown", "json", "pi"), default="markdown")
-    parser.add_argument("-o", "--output", metavar="OUT", help="write here instead of stdout")
-    parser.add_argument("--session-dir", metavar="DIR", help="where to look up an id prefix")
-    parser.add_argument("--config", metavar="PATH")
+    parser = build_export_parser()
     args = parser.parse_args(argv)
     settings = _load_settings_or_exit(args.config, {})
     if isinstance(settings, int):
@@ -189,14 +98,7 @@ def run_export(argv: list[str]) -> int:
 
 
 def run_compact(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="opi compact", description="Compact a stored session now: "
-                                     "summarise its older part with the model and append a compaction entry.")
-    parser.add_argument("session", metavar="ID|PATH", help="a session file or a unique id prefix")
-    parser.add_argument("instructions", nargs="*", help="what the summary should focus on")
-    parser.add_argument("--model", help="the model that writes the summary (default: from config)")
-    parser.add_argument("--thinking", choices=THINKING)
-    parser.add_argument("--session-dir", metavar="DIR", help="where to look up an id prefix")
-    parser.add_argument("--config", metavar="PATH")
+    parser = build_compact_parser()
     args = parser.parse_args(argv)
     flags = {key: value for key, value in (("model", args.model), ("thinking", args.thinking))
              if value is not None}
@@ -222,6 +124,8 @@ def run_compact(argv: list[str]) -> int:
 def run_main(args: argparse.Namespace) -> int:
     from bot.cli.print_mode import PrintOptions, run_print
 
+    if args.list_models:
+        return run_list_models()
     if args.prompt is not None and args.print_prompt is not None:
         return _usage_error("give the prompt either as an argument or with -p, not both")
     prompt = args.print_prompt if args.print_prompt is not None else args.prompt
@@ -234,15 +138,33 @@ def run_main(args: argparse.Namespace) -> int:
         repl_exit = run_repl_if_available(args, prompt)
         if repl_exit is not None:
             return repl_exit
+    if args.resume == PICK_SESSION:
+        return run_pick_without_terminal(args, prompt)
+    piped = ""
     if not stdin_is_tty and sys.stdin is not None:
         piped = read_piped_stdin()
-        if piped.strip():
-            prompt = f"{prompt}\n\n{piped}" if prompt else piped
-    if not prompt or not prompt.strip():
+    if not (prompt and prompt.strip()) and not piped.strip():
         return _usage_error("no prompt: give one as an argument, with -p, or on stdin")
-    options = PrintOptions(prompt=prompt, json=args.json, config_path=args.config, flags=settings_flags(args),
-                           resume=args.resume, continue_=args.continue_, fork=args.fork)
+    options = PrintOptions(prompt=prompt or "", piped=piped if piped.strip() else "", json=args.json,
+                           config_path=args.config, flags=settings_flags(args), resume=args.resume,
+                           continue_=args.continue_, fork=args.fork)
     return run_print(options)
+
+
+def run_list_models() -> int:
+    from bot.llm.catalog import format_listing, list_models
+
+    sys.stdout.write(format_listing(list_models()))
+    return EXIT_OK
+
+
+def run_pick_without_terminal(args: argparse.Namespace, prompt: str | None) -> int:
+    """`opi -r` with no id and no terminal to pick on: list the sessions to choose from."""
+    code = run_list_sessions(args)
+    if prompt:
+        return _usage_error("--resume without an id needs a terminal to pick a session; "
+                            "give one of the ids above: opi --resume ID -p ...")
+    return code
 
 
 def read_piped_stdin() -> str:

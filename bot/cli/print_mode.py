@@ -20,12 +20,16 @@ from types import FrameType
 from typing import Any, TextIO
 
 from bot.agent import events as ev
-from bot.agent.config import SettingsError, load_settings
+from bot.agent.config import Settings, load_settings
 from bot.agent.loop import Agent, Outcome, RunResult
-from bot.agent.runtime import SessionHandle, SessionUnavailable, build_agent, open_session
-from bot.agent.session import SessionError
-from bot.llm import errors
-from bot.llm.messages import Cost, Usage
+from bot.agent.runtime import SETUP_ERRORS as RUNTIME_SETUP_ERRORS
+from bot.agent.runtime import PreparedRun, RunSetupError, SessionHandle, SessionOptions, prepare_run
+from bot.cli.model_choice import recorded_model
+from bot.cli.references import PreparedMessage, collect_references
+from bot.cli.setup_errors import check_session_dir, describe_setup_error
+from bot.cli.setup_errors import error_exit_code as error_exit_code  # importable from here too
+from bot.llm.base import Model
+from bot.llm.messages import Cost, Usage, UserMessage
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_AUTH, EXIT_PROVIDER, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
@@ -34,7 +38,8 @@ LIMIT_OUTCOMES = {Outcome.MAX_TURNS, Outcome.MAX_COST, Outcome.TIMEOUT}
 
 @dataclass
 class PrintOptions:
-    prompt: str
+    prompt: str  # what the user typed: its `@path` references are attached
+    piped: str = ""  # stdin, appended after a blank line; never scanned for `@path` (it may be hostile)
     json: bool = False
     config_path: str | None = None
     flags: Mapping[str, Any] = field(default_factory=dict)
@@ -53,19 +58,6 @@ def exit_code(result: RunResult) -> int:
         return EXIT_FAILURE
     if result.model_error is not None:
         return error_exit_code(result.model_error)
-    return EXIT_FAILURE
-
-
-def error_exit_code(error: BaseException) -> int:
-    """Map a failure to the documented exit codes."""
-    if isinstance(error, errors.RetriesExhausted):
-        return error_exit_code(error.last)
-    if isinstance(error, errors.AuthError):
-        return EXIT_AUTH
-    if isinstance(error, errors.ConfigError | SettingsError | SessionUnavailable | ValueError | LookupError):
-        return EXIT_USAGE  # bad spec, missing key, unknown tool, session not found
-    if isinstance(error, errors.ModelError):
-        return EXIT_PROVIDER
     return EXIT_FAILURE
 
 
@@ -137,28 +129,14 @@ def _first_line(text: str) -> str:
 
 @dataclass(frozen=True)
 class Spend:
-    """What this run spent: the agent's totals minus what a resumed session had spent before."""
+    """What this run spent (`RunResult.run_usage`/`run_cost`), apart from a resumed session's earlier spend."""
 
     usage: Usage
     cost: Cost
 
     @staticmethod
-    def of_run(result: RunResult, before: SessionHandle | None) -> Spend:
-        if before is None:
-            return Spend(result.usage, result.cost)
-        u, b = result.usage, before.usage
-        usage = Usage(input=u.input - b.input, output=u.output - b.output,
-                      cache_read=u.cache_read - b.cache_read, cache_write=u.cache_write - b.cache_write)
-        return Spend(usage, _cost_difference(result.cost, before.cost))
-
-
-def _cost_difference(after: Cost, before: Cost) -> Cost:
-    def minus(a: float | None, b: float | None) -> float | None:
-        return None if a is None or b is None else max(0.0, a - b)
-
-    return Cost(input=minus(after.input, before.input), output=minus(after.output, before.output),
-                cache_read=minus(after.cache_read, before.cache_read),
-                cache_write=minus(after.cache_write, before.cache_write), total=minus(after.total, before.total))
+    def of_run(result: RunResult, before: SessionHandle | None = None) -> Spend:
+        return Spend(result.run_usage, result.run_cost)
 
 
 def _dollars(cost: Cost) -> str:
@@ -196,7 +174,7 @@ def summary(result: RunResult | None, *, code: int, session: SessionHandle | Non
         "session_total": {"tokens": _tokens(result.usage), "cost": result.cost.total} if result else None,
         "compactions": result.compactions if result else 0,
         "duration_seconds": round(result.duration_seconds, 3) if result else 0.0,
-        "error": result.error if result else error,
+        "error": error if error is not None else result.error if result else None,
         "session": str(session.path) if session and session.path else None,
         "final_text": result.final_text if result and result.ok else None,
     }
@@ -206,61 +184,108 @@ def summary(result: RunResult | None, *, code: int, session: SessionHandle | Non
 def run_print(options: PrintOptions, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
-    handle: SessionHandle | None = None
+    settings: Settings | None = None
     try:
         settings = load_settings(options.cwd, flags=options.flags,
                                  config_path=Path(options.config_path) if options.config_path else None)
-        handle = open_session(settings, options.cwd, resume=options.resume, continue_=options.continue_,
-                              fork=options.fork)
-        agent = build_agent(settings, options.cwd, session=handle)
+        check_session_dir(settings)
     except SETUP_ERRORS as exc:
-        if handle is not None:
-            handle.discard_if_unused()
-        return _setup_failed(exc, options, out, err, handle)
-    for warning in handle.warnings:
+        return _setup_failed(exc, options, out, err, None, settings)
+    notes: list[str] = []
+
+    def choose_model(settings: Settings, handle: SessionHandle) -> tuple[Settings, Model | None]:
+        choice = recorded_model(settings, handle, explicit_model="model" in options.flags)
+        notes.extend(choice.notes)
+        return choice.settings, choice.model
+
+    session = SessionOptions(resume=options.resume, continue_=options.continue_, fork=options.fork)
+    try:
+        with prepare_run(settings, options.cwd, session=session, choose_model=choose_model) as run:
+            result = _run_agent(run, options, out, err, notes)
+    except RunSetupError as exc:
+        return _setup_failed(exc.error, options, out, err, None, settings)
+    if result is None:
+        return EXIT_FAILURE
+    # Reported once the run is closed: a session the model never answered in is gone by now.
+    code = exit_code(result)
+    reason = limit_message(result, run.settings) if result.outcome in LIMIT_OUTCOMES else None
+    if options.json:
+        write_stdout(out, compact_json(summary(result, code=code, session=run.handle, error=reason)) + "\n")
+    else:
+        _report(result, run.handle, out, err, reason)
+    return code
+
+
+def _run_agent(run: PreparedRun, options: PrintOptions, out: TextIO, err: TextIO,
+               notes: list[str]) -> RunResult | None:
+    """The run itself; None after an internal error (already reported)."""
+    agent, handle = run.agent, run.handle
+    for warning in [*handle.warnings, *notes]:
         print(f"opi: warning: {warning}", file=err)
+    message = prompt_message(options, err)
     agent.subscribe(JsonRenderer(out) if options.json else HumanRenderer(err))
     try:
         with _cancel_on_sigint(agent, err):
-            result = agent.run(options.prompt)
+            return agent.run(message)
     except Exception as exc:  # a bug must still end with a message, a summary and exit 1
         traceback.print_exc(file=err)
         print(f"opi: internal error: {exc!r} (the session so far is saved"
               f"{f' in {handle.path}' if handle.path else ''})", file=err)
         if options.json:
-            write_stdout(out, json.dumps(summary(None, code=EXIT_FAILURE, session=handle, error=repr(exc)))
+            write_stdout(out, compact_json(summary(None, code=EXIT_FAILURE, session=handle, error=repr(exc)))
                          + "\n")
-        return EXIT_FAILURE
-    finally:
-        handle.close()
-    code = exit_code(result)
-    if options.json:
-        write_stdout(out, json.dumps(summary(result, code=code, session=handle)) + "\n")
-    else:
-        _report(result, handle, out, err)
-    return code
+        return None
+
+
+def compact_json(data: Mapping[str, Any]) -> str:
+    """One line, no padding: the same shape as the event lines."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def prompt_message(options: PrintOptions, err: TextIO) -> UserMessage:
+    """The typed prompt with its `@path` files attached (a reference naming no file is a warning: no one
+    is there to fix it), then the piped text."""
+    attachments, problems = collect_references(options.prompt, options.cwd)
+    for problem in problems:
+        print(f"opi: warning: {problem}; the prompt is sent without it", file=err)
+    for attachment in attachments:
+        print(f"opi: attached {attachment.shown_as}", file=err)
+    text = "\n\n".join(part for part in (options.prompt, options.piped) if part)
+    return PreparedMessage(text=text, attachments=attachments).to_user_message()
+
+
+def limit_message(result: RunResult, settings: Settings) -> str:
+    """Which limit stopped the run, in the user's terms (the loop only sees a cancelled request when the
+    time limit interrupts it)."""
+    if result.outcome is Outcome.TIMEOUT and settings.timeout_seconds:
+        return f"time limit of {settings.timeout_seconds:g} s reached"
+    if result.outcome is Outcome.MAX_TURNS and settings.max_turns:
+        turns = settings.max_turns
+        return f"reached the limit of {turns} turn{'s' if turns != 1 else ''}"
+    return result.error or result.outcome.value
 
 
 # Failures before the agent starts: bad settings, model spec, API key, tool selection, session.
-SETUP_ERRORS = (SettingsError, errors.ModelError, SessionError, ValueError, LookupError, OSError)
+SETUP_ERRORS = RUNTIME_SETUP_ERRORS
 
 
 def _setup_failed(exc: Exception, options: PrintOptions, out: TextIO, err: TextIO,
-                  handle: SessionHandle | None) -> int:
-    code = error_exit_code(exc)
-    print(f"opi: {exc}", file=err)
+                  handle: SessionHandle | None, settings: Settings | None) -> int:
+    code, message = describe_setup_error(exc, settings, flags=options.flags, cwd=options.cwd,
+                                         config_path=options.config_path)
+    print(f"opi: {message}", file=err)
     if options.json:
-        write_stdout(out, json.dumps(summary(None, code=code, session=handle, error=str(exc))) + "\n")
+        write_stdout(out, compact_json(summary(None, code=code, session=handle, error=message)) + "\n")
     return code
 
 
-def _report(result: RunResult, handle: SessionHandle, out: TextIO, err: TextIO) -> None:
+def _report(result: RunResult, handle: SessionHandle, out: TextIO, err: TextIO, reason: str | None) -> None:
     session = handle.path
     if result.ok:
         text = result.final_text
         write_stdout(out, text if text.endswith("\n") or not text else text + "\n")
     elif result.outcome in LIMIT_OUTCOMES:
-        print(f"opi: stopped before finishing: {result.error}", file=err)
+        print(f"opi: stopped before finishing: {reason or result.error}", file=err)
     elif result.outcome is Outcome.ABORTED:
         print("opi: interrupted" + (" (the partial answer was saved)" if session else ""), file=err)
     else:

@@ -28,9 +28,11 @@ from rich.live import Live
 from rich.markdown import Markdown
 from rich.segment import Segment
 from rich.spinner import Spinner
+from rich.table import Table
 from rich.text import Text
 
 from bot.agent import events as ev
+from bot.cli.approval import ApprovalRequest
 from bot.llm.messages import AssistantMessage, Cost, ToolCall, Usage
 
 # How much of a tool's output the compact result shows.
@@ -380,6 +382,42 @@ class Renderer:
             # Live.console.print writes above the live region when one is active.
             self.console.print(*renderables)
 
+    def say(self, text: str, style: str = "") -> None:
+        """One line of plain text (never rich markup: "[path]" stays as typed); paths stay whole."""
+        with self._lock:
+            self.console.print(Text(text, style=style), soft_wrap=True)
+
+    # -- the turn supervisor's view (bot.cli.turn.TurnView) ----------------------------------------
+    def note(self, text: str, style: str = "") -> None:
+        self.print(Text(text, style=style))
+
+    def set_busy(self, busy: bool) -> None:
+        """The spinner runs while the agent works, and not while a question waits for the user."""
+        with self._lock:
+            self._busy = busy and self._live is not None
+            self._update_view()
+        self.refresh()
+
+    def show_typing(self, queued: list[str], buffer: str) -> None:
+        self.set_status(list(iter_status(queued, buffer)))
+
+    def show_question(self, request: ApprovalRequest, cwd: Path, reason: str | None) -> None:
+        lines = [approval_question(request, cwd)]
+        if reason is not None:
+            line = Text(REASON_PROMPT, style="yellow")
+            line.append(reason)
+            line.append("▏", style="dim")
+            lines.append(line)
+        self.set_status(lines)
+
+    def show_answer(self, request: ApprovalRequest) -> None:
+        self.set_status([])
+        if request.answer is None:
+            always = f" (always for {request.tool_name} in this session)" if request.always else ""
+            self.print(Text(f"  ✓ allowed{always}", style="green"))
+        else:
+            self.print(Text(f"  ✗ refused: {request.answer}", style="red"))
+
     def _live_renderable(self) -> RenderableType:
         # No lock here: Live's refresh thread calls this while holding its own lock, and a printing
         # thread holds ours before taking Live's; the view is an immutable snapshot instead.
@@ -534,6 +572,63 @@ class Renderer:
             self.print(Text("no thinking to show yet", style="dim"))
             return
         self.print(Text(self.last_thinking, style="dim italic"))
+
+
+REASON_PROMPT = "  reason for the model (Enter sends; empty: none): "
+APPROVAL_CHOICES = "[y]es  [n]o  [a]lways for this tool"
+
+
+def approval_question(request: ApprovalRequest, cwd: Path) -> Text:
+    """The proposed change first, so what is being allowed is on screen while the user decides."""
+    question = preview_tool_call(request.call, cwd) or Text()
+    if question.plain:
+        question.append("\n")
+    question.append("? ", style="bold yellow")
+    question.append(f"allow {request.tool_name} {describe_tool_call(request.call)}? ", style="bold")
+    question.append(APPROVAL_CHOICES, style="yellow")
+    return question
+
+
+def yes_no_question(text: str) -> Text:
+    """Every other y/n question looks like the approval one and is answered the same way (one key)."""
+    question = Text("? ", style="bold yellow")
+    question.append(text + " ", style="bold")
+    question.append("[y]es  [N]o", style="yellow")
+    return question
+
+
+def two_columns(rows: Iterable[tuple[str, str]]) -> Table:
+    """The /help table: a bold first column; cells are Text, so "[path]" is not read as rich markup."""
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    table.add_column(no_wrap=True, style="bold")
+    table.add_column(style="dim")
+    for left, right in rows:
+        table.add_row(Text(left), Text(right))
+    return table
+
+
+def cost_table(usage: Usage, cost: Cost) -> Table:
+    def usd(value: float | None) -> str:
+        return "unknown" if value is None else f"${value:.4f}"
+
+    table = Table(show_header=True, box=None, padding=(0, 2))
+    table.add_column("")
+    table.add_column("tokens", justify="right")
+    table.add_column("cost", justify="right")
+    table.add_row("input", f"{usage.input:,}", usd(cost.input))
+    table.add_row("output", f"{usage.output:,}", usd(cost.output))
+    table.add_row("cache read", f"{usage.cache_read:,}", usd(cost.cache_read))
+    table.add_row("cache write", f"{usage.cache_write:,}", usd(cost.cache_write))
+    table.add_row("total", f"{usage.total_tokens:,}", format_cost(cost), style="bold")
+    return table
+
+
+def numbered_line(number: int, parts: Iterable[tuple[str, str]]) -> Text:
+    """A row of a picker (/resume, /tree): one line, cut with an ellipsis rather than wrapped."""
+    line = Text(f"{number:>3}. ", style="dim", no_wrap=True, overflow="ellipsis")
+    for text, style in parts:
+        line.append(text, style=style)
+    return line
 
 
 def print_lines(console: Console, lines: Iterable[str], style: str = "") -> None:

@@ -14,7 +14,7 @@ from typing import Any, Literal, TextIO
 
 from bot.agent.compaction import CompactionConfig, compact
 from bot.agent.session import Session, SessionConversation, SessionError
-from bot.agent.session_store import list_sessions, resolve_session, sessions_dir
+from bot.agent.session_store import list_sessions, load_session, resolve_session, sessions_dir
 from bot.llm.base import Model
 from bot.llm.messages import AssistantMessage, ImageContent, TextContent, ThinkingContent, ToolCall
 from bot.llm.messages import Message as AnyMessage
@@ -30,7 +30,7 @@ def _print_warnings(session: Session, err: TextIO) -> None:
 
 def _load(ref: str, directory: str | Path | None, err: TextIO) -> Session | None:
     try:
-        session = Session.load(resolve_session(ref, sessions_dir(directory)))
+        session = load_session(resolve_session(ref, sessions_dir(directory)))
     except SessionError as exc:
         print(f"opi: {exc}", file=err)
         return None

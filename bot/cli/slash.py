@@ -1,8 +1,9 @@
 """Slash commands: parsing and the command table.
 
 A command is a name, a one-line help text and a handler taking the REPL host and the argument string.
-The host (`bot.cli.repl.Repl`) owns the agent, the session and the terminal; commands only call it, so
-the table stays a readable list of what each command means.
+The host owns the agent, the session and the terminal; commands only use what `ReplHost` declares
+(`bot.cli.repl.Repl` implements it), so the table stays a readable list of what each command means and
+a command can be tested with a small fake host. A new command is one `Command(...)` row below.
 """
 
 from __future__ import annotations
@@ -12,17 +13,56 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    from bot.cli.repl import Repl
+    from bot.agent.config import Settings
+    from bot.agent.loop import Agent
+    from bot.agent.runtime import SessionHandle
+
+T = TypeVar("T")
+
+
+class ReplHost(Protocol):
+    """What slash commands may use of the REPL."""
+
+    settings: Settings  # the settings of the running agent (the model a /model switch chose)
+    base_settings: Settings  # what /new, /resume and /fork start from
+    cwd: Path
+    handle: SessionHandle
+    agent: Agent
+    draft: str  # text the next prompt starts with
+
+    def say(self, text: str, style: str = "") -> None: ...
+
+    def show(self, renderable: Any) -> None: ...
+
+    def show_help(self) -> None: ...
+
+    def quit(self) -> None: ...
+
+    def toggle_thinking(self) -> None: ...
+
+    def switch_session(self, handle: SessionHandle) -> None: ...
+
+    def rebuild_agent(self, model: Any) -> None: ...
+
+    def run_job(self, job: Callable[[], T]) -> T | None: ...
+
+    def context_used(self) -> int: ...
+
+    def context_bound(self) -> int: ...
+
+    def ask_line(self, message: str) -> str | None: ...
+
+    def confirm(self, question: str) -> bool: ...
 
 
 class SlashError(Exception):
     """A command used wrongly; the message says how to use it."""
 
 
-Handler = Callable[["Repl", str | None], None]
+Handler = Callable[["ReplHost", str | None], None]
 
 
 @dataclass(frozen=True)
@@ -34,8 +74,8 @@ class Command:
     aliases: tuple[str, ...] = ()
 
 
-def _no_args(action: Callable[[Repl], None], name: str) -> Handler:
-    def handler(host: Repl, args: str | None) -> None:
+def _no_args(action: Callable[[ReplHost], None], name: str) -> Handler:
+    def handler(host: ReplHost, args: str | None) -> None:
         if args:
             raise SlashError(f"/{name} takes no arguments (got {args!r})")
         action(host)
@@ -98,7 +138,7 @@ def parse(text: str) -> tuple[Command, str | None]:
     return command, args
 
 
-def dispatch(host: Repl, text: str) -> None:
+def dispatch(host: ReplHost, text: str) -> None:
     command, args = parse(text)
     command.handler(host, args)
 
@@ -107,9 +147,10 @@ def help_lines() -> list[tuple[str, str]]:
     rows = [(cmd.usage, cmd.help) for cmd in COMMANDS]
     rows += [
         ("!command", "run a shell command; its output goes with your next message (!!command: not sent)"),
-        ("@path", "attach a file (Tab completes paths)"),
+        ("@path", "attach a file"),
         ("Enter / Alt+Enter", "send / new line (Shift+Enter too, where the terminal reports it)"),
-        ("Ctrl+C", "abort the running turn; clear the line; twice at an empty prompt: quit"),
+        ("Esc / Ctrl+C", "abort the running turn; Ctrl+C at the prompt clears the line, twice when empty: quit"),
+        ("Tab", "complete a /command or an @path (a single candidate at once)"),
         ("Ctrl+D", "quit"),
         ("typing while it works", "queues a follow-up, sent when the turn ends"),
     ]
@@ -120,20 +161,18 @@ def help_lines() -> list[tuple[str, str]]:
 # They use the session API of bot.agent.session through the REPL's SessionHandle. Every failure is a
 # SlashError naming what is wrong; none of them loses the conversation.
 
-def _session(host: Repl, command: str) -> Any:
+def _session(host: ReplHost, command: str) -> Any:
     session = host.handle.session
     if session is None:
         raise SlashError(f"/{command} needs a session, and this run has none (--no-session?)")
     return session
 
 
-def _say(host: Repl, text: str, style: str = "") -> None:
-    from rich.text import Text
-
-    host.console.print(Text(text, style=style), soft_wrap=True)  # paths stay whole when copied
+def _say(host: ReplHost, text: str, style: str = "") -> None:
+    host.say(text, style)  # plain text, never markup; paths stay whole when copied
 
 
-def change_model(host: Repl, spec: str | None) -> None:
+def change_model(host: ReplHost, spec: str | None) -> None:
     from bot.agent.runtime import resolve_settings_model
     from bot.llm.errors import ModelError
 
@@ -155,42 +194,24 @@ def change_model(host: Repl, spec: str | None) -> None:
     _say(host, f"model: {model.info.spec}", "green")
 
 
-def compact(host: Repl, instructions: str | None) -> None:
+def compact(host: ReplHost, instructions: str | None) -> None:
     _session(host, "compact")
-    compactor = host.agent.compactor
-    compact_agent = getattr(compactor, "compact_agent", None)
-    if compact_agent is None:
+    if host.agent.compactor is None:
         raise SlashError("compaction is off for this session (compaction.enabled = false in the config)")
     agent = host.agent
-    outcome = host.run_job(lambda: compact_agent(agent, "manual", instructions))
+    outcome = host.run_job(lambda: agent.compact("manual", instructions))
     if outcome is None:
         _say(host, "nothing to compact yet: the whole conversation fits in the part that is always kept",
              "dim")
 
 
-def show_cost(host: Repl) -> None:
-    from rich.table import Table
+def show_cost(host: ReplHost) -> None:
+    from bot.cli.render import cost_table
 
-    from bot.cli.render import format_cost
-
-    usage, cost = host.agent.usage, host.agent.cost
-
-    def usd(value: float | None) -> str:
-        return "unknown" if value is None else f"${value:.4f}"
-
-    table = Table(show_header=True, box=None, padding=(0, 2))
-    table.add_column("")
-    table.add_column("tokens", justify="right")
-    table.add_column("cost", justify="right")
-    table.add_row("input", f"{usage.input:,}", usd(cost.input))
-    table.add_row("output", f"{usage.output:,}", usd(cost.output))
-    table.add_row("cache read", f"{usage.cache_read:,}", usd(cost.cache_read))
-    table.add_row("cache write", f"{usage.cache_write:,}", usd(cost.cache_write))
-    table.add_row("total", f"{usage.total_tokens:,}", format_cost(cost), style="bold")
-    host.console.print(table)
+    host.show(cost_table(host.agent.usage, host.agent.cost))
 
 
-def show_session(host: Repl) -> None:
+def show_session(host: ReplHost) -> None:
     from bot.cli.render import format_cost, format_tokens
 
     session = host.handle.session
@@ -213,7 +234,7 @@ def show_session(host: Repl) -> None:
     _say(host, f"cost:     {format_cost(host.agent.cost)}")
 
 
-def name_session(host: Repl, name: str | None) -> None:
+def name_session(host: ReplHost, name: str | None) -> None:
     session = _session(host, "name")
     if not name:
         current = session.name
@@ -224,7 +245,7 @@ def name_session(host: Repl, name: str | None) -> None:
     _say(host, f"session named {name!r}", "green")
 
 
-def new_session(host: Repl) -> None:
+def new_session(host: ReplHost) -> None:
     from bot.agent.runtime import open_session
 
     host.switch_session(open_session(host.settings, host.cwd))
@@ -232,7 +253,7 @@ def new_session(host: Repl) -> None:
     _say(host, f"new session: {where}", "green")
 
 
-def fork_session(host: Repl) -> None:
+def fork_session(host: ReplHost) -> None:
     from bot.agent.runtime import open_session
 
     session = _session(host, "fork")
@@ -247,7 +268,7 @@ def fork_session(host: Repl) -> None:
 EXPORT_SUFFIXES = {"markdown": ".md", "json": ".json", "pi": ".pi.jsonl"}
 
 
-def export_session(host: Repl, args: str | None) -> None:
+def export_session(host: ReplHost, args: str | None) -> None:
     import io
 
     from bot.cli.session_commands import export_command
@@ -274,12 +295,12 @@ def export_session(host: Repl, args: str | None) -> None:
     if code != 0:
         raise SlashError(err.getvalue().strip().removeprefix("opi: ") or f"export failed (exit {code})")
     if to_screen:
-        host.console.print(out.getvalue(), markup=False, highlight=False, end="")
+        host.say(out.getvalue().rstrip("\n"))
         return
     _say(host, f"exported ({fmt}) to {output}", "green")
 
 
-def resume_session(host: Repl, target: str | None) -> None:
+def resume_session(host: ReplHost, target: str | None) -> None:
     from bot.agent.runtime import open_session
     from bot.agent.session import SessionError
     from bot.agent.session_store import list_sessions, sessions_dir
@@ -313,15 +334,13 @@ def resume_session(host: Repl, target: str | None) -> None:
     show_recent(host)
 
 
-def _print_listings(host: Repl, listings: list[Any]) -> None:
-    from rich.text import Text
+def _print_listings(host: ReplHost, listings: list[Any]) -> None:
+    from bot.cli.render import numbered_line
 
     for number, item in enumerate(listings, 1):
         cost = "cost unknown" if item.cost is None else f"${item.cost:.4f}"
-        line = Text(f"{number:>3}. ", style="dim")
-        line.append(_one_line(item.title, 60), style="bold")
-        line.append(f" · {item.age()} · {item.messages} messages · {cost} · {item.id[:8]}", style="dim")
-        host.console.print(line, no_wrap=True, overflow="ellipsis")
+        host.show(numbered_line(number, [(_one_line(item.title, 60), "bold"), (
+            f" · {item.age()} · {item.messages} messages · {cost} · {item.id[:8]}", "dim")]))
 
 
 def _listing_path(listings: list[Any], target: str) -> Path | None:
@@ -334,7 +353,7 @@ def _listing_path(listings: list[Any], target: str) -> Path | None:
     return None  # an id prefix or a path, resolved by open_session
 
 
-def show_recent(host: Repl) -> None:
+def show_recent(host: ReplHost) -> None:
     """The last exchange of a resumed session, so the user sees where it stands."""
     from bot.llm.messages import AssistantMessage, UserMessage
 
@@ -418,8 +437,8 @@ def flatten_tree(roots: list[TreeNode]) -> list[tuple[str, TreeNode]]:
     return out
 
 
-def tree(host: Repl, target: str | None) -> None:
-    from rich.text import Text
+def tree(host: ReplHost, target: str | None) -> None:
+    from bot.cli.render import numbered_line
 
     session = _session(host, "tree")
     rows = flatten_tree(build_tree(session))
@@ -431,12 +450,10 @@ def tree(host: Repl, target: str | None) -> None:
     if target is None:
         for number, (prefix, node) in enumerate(rows, 1):
             on_branch = node.entry["id"] in active
-            line = Text(f"{number:>3}. ", style="dim")
-            line.append(prefix, style="dim")
-            line.append(node.label, style="bold" if on_branch else "dim")
+            parts = [(prefix, "dim"), (node.label, "bold" if on_branch else "dim")]
             if node.entry["id"] == here:
-                line.append("  ◀ you are here", style="cyan")
-            host.console.print(line, overflow="ellipsis", no_wrap=True)
+                parts.append(("  ◀ you are here", "cyan"))
+            host.show(numbered_line(number, parts))
         _say(host, "choosing one of your messages puts it back in the editor to change and resend; choosing "
                    "an answer continues from it", "dim")
         target = host.ask_line("go back to which number? (Enter to stay) ")
@@ -463,7 +480,7 @@ def _pick(rows: list[tuple[str, TreeNode]], target: str) -> TreeNode:
     return rows[number - 1][1]
 
 
-def _move_leaf(host: Repl, session: Any, node: TreeNode) -> None:
+def _move_leaf(host: ReplHost, session: Any, node: TreeNode) -> None:
     from bot.llm.messages import UserMessage
 
     entry = node.entry
@@ -481,11 +498,8 @@ def _move_leaf(host: Repl, session: Any, node: TreeNode) -> None:
                  if e["id"] not in new_path and e.get("type") == "message"]
     abandoned = [m for m in abandoned if m is not None]
     summary = None
-    if abandoned:
-        answer = host.ask_line(f"summarise the {len(abandoned)} messages you leave behind for the model? "
-                               "[y/N] ")
-        if answer and answer.lower().startswith("y"):
-            summary = _summarise_branch(host, abandoned)
+    if abandoned and host.confirm(f"summarise the {len(abandoned)} messages you leave behind for the model?"):
+        summary = _summarise_branch(host, abandoned)
     host.agent.conversation.switch_leaf(new_tip, summary=summary)  # type: ignore[attr-defined]
     label = "the start of the session" if new_tip is None else node.label
     if isinstance(message, UserMessage):
@@ -496,7 +510,7 @@ def _move_leaf(host: Repl, session: Any, node: TreeNode) -> None:
         _say(host, "your message is back in the editor: change it and press Enter", "dim")
 
 
-def _summarise_branch(host: Repl, messages: list[Any]) -> str | None:
+def _summarise_branch(host: ReplHost, messages: list[Any]) -> str | None:
     from bot.agent.compaction import CompactionConfig, fallback_summary, summarize
     from bot.llm.errors import ModelError
 

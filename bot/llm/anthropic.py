@@ -15,10 +15,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.llm.base import (
-    Done,
     ModelInfo,
     ModelRequest,
     StreamEvent,
@@ -28,15 +27,8 @@ from bot.llm.base import (
     ToolCallDelta,
     ToolSpec,
 )
-from bot.llm.errors import ConfigError, MalformedEventError, StreamInterrupted
-from bot.llm.http import (
-    error_for_stream_event,
-    join_url,
-    parse_json_object,
-    prepare_history,
-    safe_tool_id,
-    stream_events,
-)
+from bot.llm.errors import MalformedEventError, StreamInterrupted
+from bot.llm.http import HttpModel, error_for_stream_event, join_url, parse_json_object, safe_tool_id
 from bot.llm.messages import (
     AssistantContent,
     AssistantMessage,
@@ -51,7 +43,18 @@ from bot.llm.messages import (
     UserContent,
     UserMessage,
 )
-from bot.llm.pricing import compute_cost, prefetch
+from bot.llm.wire import (
+    IdentityCache,
+    WireBuilder,
+    WireState,
+    compact_schema,
+    encode_json,
+    json_array,
+    same_items,
+)
+
+if TYPE_CHECKING:
+    from bot.llm.providers import Endpoint
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
@@ -66,13 +69,21 @@ _STOP_REASONS: dict[str, StopReason] = {
 }
 
 
-class AnthropicModel:
+class AnthropicModel(HttpModel):
+    default_base_url = DEFAULT_BASE_URL
+
     def __init__(self, info: ModelInfo, *, api_key: str | None, base_url: str = DEFAULT_BASE_URL,
                  api_key_env: str = "ANTHROPIC_API_KEY") -> None:
-        self.info = info
-        self.api_key = api_key
-        self.base_url = base_url
-        self.api_key_env = api_key_env
+        super().__init__(info, api_key=api_key, base_url=base_url, api_key_env=api_key_env)
+        self._wire = _AnthropicWire()
+        self._system: tuple[str, bytes] | None = None
+        self._tools: tuple[list[ToolSpec], bytes] | None = None
+
+    @classmethod
+    def from_endpoint(cls, endpoint: Endpoint, info: ModelInfo, *, api_key: str | None, base_url: str,
+                      limit_known: bool) -> AnthropicModel:
+        return cls(info, api_key=api_key, base_url=base_url,
+                   api_key_env=endpoint.api_key_env or "ANTHROPIC_API_KEY")
 
     @property
     def url(self) -> str:
@@ -80,41 +91,37 @@ class AnthropicModel:
         base = self.base_url.rstrip("/")
         return join_url(base, "messages" if base.endswith("/v1") else "v1/messages")
 
-    def headers(self) -> dict[str, str]:
-        if not self.api_key:
-            raise ConfigError(f"no API key for {self.info.spec}: set {self.api_key_env}",
-                              provider=self.info.provider)
-        return {"x-api-key": self.api_key, "anthropic-version": API_VERSION,
-                "content-type": "application/json", "accept": "text/event-stream"}
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"x-api-key": api_key, "anthropic-version": API_VERSION}
 
-    def build_body(self, request: ModelRequest) -> dict[str, Any]:
+    def encode_body(self, request: ModelRequest) -> bytes:
+        """Model, limits and thinking first, then the parts a prompt cache reuses, in its order: tools,
+        system, messages. Everything but the newest messages comes from the previous request's bytes."""
         max_tokens = request.max_output_tokens or self.info.max_output_tokens
-        body: dict[str, Any] = {"model": self.info.id, "max_tokens": max_tokens, "stream": True,
-                                "messages": convert_messages(request.messages)}
-        if request.system:
-            body["system"] = [{"type": "text", "text": request.system, "cache_control": EPHEMERAL}]
-        if request.tools:
-            body["tools"] = [tool_schema(tool) for tool in request.tools]
+        head: dict[str, Any] = {"model": self.info.id, "max_tokens": max_tokens, "stream": True}
         thinking = thinking_params(request.thinking, max_tokens, self.info)
         if thinking is not None:
-            body["max_tokens"], body["thinking"] = thinking
-        return body
+            head["max_tokens"], head["thinking"] = thinking
+        parts = [encode_json(head)[:-1]]
+        if request.tools:
+            parts.append(b',"tools":' + self._tools_json(request.tools))
+        if request.system:
+            parts.append(b',"system":' + self._system_json(request.system))
+        parts.append(b',"messages":' + json_array(self._wire.encode(request.messages)) + b"}")
+        return b"".join(parts)
 
-    def stream(self, request: ModelRequest) -> Iterator[StreamEvent]:
-        headers = self.headers()
-        body = self.build_body(request)
-        prefetch()
-        parser = _StreamParser(self.info.provider)
-        try:
-            for name, data in stream_events(self.info.provider, self.url, headers, body, request.cancel):
-                yield from parser.feed(name, data)
-        except StreamInterrupted:
-            if not parser.finished:  # a connection dropped after message_stop lost nothing
-                raise
-        message = parser.finish(self.info)
-        base_url = None if self.base_url == DEFAULT_BASE_URL else self.base_url
-        message.cost = compute_cost(self.info.provider, self.info.id, message.usage, base_url=base_url)
-        yield Done(message=message)
+    def _system_json(self, system: str) -> bytes:
+        if self._system is None or self._system[0] != system:
+            self._system = (system, encode_json([{"type": "text", "text": system, "cache_control": EPHEMERAL}]))
+        return self._system[1]
+
+    def _tools_json(self, tools: list[ToolSpec]) -> bytes:
+        if self._tools is None or not same_items(self._tools[0], tools):
+            self._tools = (list(tools), encode_json([tool_schema(tool) for tool in tools]))
+        return self._tools[1]
+
+    def new_parser(self) -> _StreamParser:
+        return _StreamParser(self.info.provider)
 
 
 # -- request ------------------------------------------------------------------------------------------------
@@ -133,28 +140,63 @@ def thinking_params(level: ThinkingLevel, max_tokens: int, info: ModelInfo) -> t
 
 
 def tool_schema(tool: ToolSpec) -> dict[str, Any]:
-    return {"name": tool.name, "description": tool.description, "input_schema": tool.parameters}
+    return {"name": tool.name, "description": tool.description, "input_schema": compact_schema(tool.parameters)}
 
 
 def convert_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
     """Our messages → Anthropic `messages`. Consecutive same-role messages are merged (tool results of
     one turn become one user message, results first), and the last block carries a cache breakpoint."""
-    wire: list[dict[str, Any]] = []
-    for message in prepare_history(messages):
-        if isinstance(message, UserMessage):
-            role, blocks = "user", user_blocks(message.content)
-        elif isinstance(message, AssistantMessage):
-            role, blocks = "assistant", assistant_blocks(message)
-        else:
-            role, blocks = "user", [tool_result_block(message)]
+    return [json.loads(unit) for unit in _AnthropicWire().encode(messages)]
+
+
+Block = tuple[dict[str, Any], bytes]  # a content block and its encoded JSON
+
+
+class _AnthropicWire(WireBuilder):
+    """Each message's blocks are converted and encoded once; a message whose role is the same as the one
+    before is merged into it, so the last wire message stays open (the state's tail) until another role
+    comes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._blocks: IdentityCache[tuple[str, list[Block]]] = IdentityCache()
+
+    def add(self, state: WireState, message: Message) -> None:
+        role, blocks = self._blocks.get(message, _role_and_blocks)
         if not blocks:
-            continue
-        if wire and wire[-1]["role"] == role:
-            wire[-1]["content"].extend(blocks)
-        else:
-            wire.append({"role": role, "content": blocks})
-    _mark_cache_breakpoint(wire)
-    return wire
+            return
+        if state.tail_role == role:
+            state.tail.extend(blocks)
+            return
+        if state.tail_role is not None:
+            state.units.append(_unit(state.tail_role, [encoded for _, encoded in state.tail]))
+        state.tail_role, state.tail = role, list(blocks)
+
+    def close(self, state: WireState) -> list[bytes]:
+        if state.tail_role is None:
+            return state.units
+        encoded = [data for _, data in state.tail]
+        for position in range(len(state.tail) - 1, -1, -1):
+            block = state.tail[position][0]
+            # Thinking blocks cannot carry cache_control; every other kind can.
+            if block["type"] not in ("thinking", "redacted_thinking"):
+                encoded[position] = encode_json({**block, "cache_control": EPHEMERAL})
+                break
+        return [*state.units, _unit(state.tail_role, encoded)]
+
+
+def _unit(role: str, blocks: list[bytes]) -> bytes:
+    return b'{"role":"' + role.encode() + b'","content":' + json_array(blocks) + b"}"
+
+
+def _role_and_blocks(message: Message) -> tuple[str, list[Block]]:
+    if isinstance(message, UserMessage):
+        role, blocks = "user", user_blocks(message.content)
+    elif isinstance(message, AssistantMessage):
+        role, blocks = "assistant", assistant_blocks(message)
+    else:
+        role, blocks = "user", [tool_result_block(message)]
+    return role, [(block, encode_json(block)) for block in blocks]
 
 
 def user_blocks(content: str | list[UserContent]) -> list[dict[str, Any]]:
@@ -199,16 +241,6 @@ def tool_result_block(message: ToolResultMessage) -> dict[str, Any]:
     if message.is_error:
         block["is_error"] = True
     return block
-
-
-def _mark_cache_breakpoint(wire: list[dict[str, Any]]) -> None:
-    if not wire:
-        return
-    for block in reversed(wire[-1]["content"]):
-        # Thinking blocks cannot carry cache_control; every other kind can.
-        if block["type"] not in ("thinking", "redacted_thinking"):
-            block["cache_control"] = EPHEMERAL
-            return
 
 
 _KEPT_KINDS = frozenset({"text", "thinking", "redacted_thinking", "tool_use"})
@@ -263,6 +295,12 @@ class _StreamParser:
         elif kind == "message_stop":
             self.finished = True
         # Unknown event types are skipped, as the API's versioning policy asks clients to do.
+
+    def complete(self) -> bool:
+        return self.finished  # a connection dropped after message_stop lost nothing
+
+    def usage_known(self) -> bool:
+        return True
 
     def _read_usage(self, usage: dict[str, Any], *, final: bool = False) -> None:
         # message_start carries the prompt counts; message_delta the cumulative output count, and in

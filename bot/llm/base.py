@@ -13,16 +13,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from bot.llm.messages import AssistantMessage, Message
-
-ThinkingLevel = Literal["off", "low", "medium", "high"]
-THINKING_LEVELS: tuple[ThinkingLevel, ...] = ("off", "low", "medium", "high")
+from bot.llm.thinking import THINKING_LEVELS as THINKING_LEVELS
+from bot.llm.thinking import ThinkingLevel as ThinkingLevel
 
 
 @dataclass(frozen=True)
 class ModelInfo:
     provider: str  # the name in the spec: "anthropic", "openai", or a configured endpoint name
     id: str  # the model id sent to the API
-    api: Literal["anthropic", "openai", "mock", "replay"]
+    api: str  # the wire API (a name registered in bot.llm.providers), or "mock" / "replay"
     context_window: int = 128_000
     max_output_tokens: int = 16_384
     reasoning: bool = False

@@ -1,5 +1,6 @@
 """What the HTTP providers share: the client, turning HTTP failures into `ModelError`s, the SSE loop,
-and the provider-neutral clean-up of a conversation before it is converted to a wire format.
+the `HttpModel` skeleton every provider's `stream()` is, and the provider-neutral clean-up of a
+conversation before it is converted to a wire format.
 
 httpx2 is imported inside functions: this module is on the import path of `bot.llm.models`, which the
 CLI imports at startup, and `opi --version` must stay fast.
@@ -10,16 +11,19 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import json
+import os
 import re
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from bot.llm.base import Done, ModelInfo, ModelRequest, StreamEvent
 from bot.llm.errors import (
     Aborted,
     AuthError,
     BadRequestError,
+    ConfigError,
     ConnectionFailed,
     ContextOverflowError,
     MalformedEventError,
@@ -30,7 +34,11 @@ from bot.llm.errors import (
     StreamInterrupted,
     looks_like_context_overflow,
 )
-from bot.llm.messages import AssistantMessage, Message, TextContent, ToolCall, ToolResultMessage
+from bot.llm.messages import AssistantMessage, Cost, Message, ToolCall, ToolResultMessage
+from bot.llm.pricing import compute_cost, prefetch
+from bot.llm.wire import MISSING_RESULT_TEXT as MISSING_RESULT_TEXT
+from bot.llm.wire import has_content as has_content
+from bot.llm.wire import missing_result
 
 if TYPE_CHECKING:
     import httpx2
@@ -41,24 +49,37 @@ CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 300.0
 WRITE_TIMEOUT = 60.0
 
-_client: httpx2.Client | None = None
+_clients: dict[bool, httpx2.Client] = {}
 _client_lock = threading.Lock()
+_PROXY_VARS = ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 
 
-def shared_client() -> httpx2.Client:
-    """One pooled client per process, so consecutive turns reuse the TLS connection."""
-    global _client
+def shared_client(url: str | None = None) -> httpx2.Client:
+    """One pooled client per process, so consecutive turns reuse the TLS connection.
+
+    A plain `http://` URL with no proxy configured (a local server, the action's loopback model proxy)
+    gets a second client that never loads the CA bundle: TLS is never used for such a URL (the client
+    follows no redirects and goes through no proxy), and loading the bundle cost ~20 ms of a short run.
+    """
+    plain = url is not None and url.startswith("http://") and not any(os.environ.get(v) for v in _PROXY_VARS)
     with _client_lock:
-        if _client is None:
-            import httpx2
+        client = _clients.get(plain)
+        if client is None:
+            client = _clients[plain] = _new_client(plain=plain)
+        return client
 
-            timeout = httpx2.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT, write=WRITE_TIMEOUT,
-                                     pool=CONNECT_TIMEOUT)
-            # trust_env: HTTPS_PROXY/NO_PROXY and SSL_CERT_FILE apply, as users behind a corporate proxy
-            # expect. No redirects: an API endpoint that redirects is misconfigured, and following it
-            # would resend the API key to wherever it points.
-            _client = httpx2.Client(timeout=timeout, follow_redirects=False, trust_env=True)
-        return _client
+
+def _new_client(*, plain: bool) -> httpx2.Client:
+    import httpx2
+
+    timeout = httpx2.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT, write=WRITE_TIMEOUT, pool=CONNECT_TIMEOUT)
+    if plain:
+        # verify=False only skips loading certificates: this client is used for http:// URLs only.
+        return httpx2.Client(timeout=timeout, follow_redirects=False, trust_env=False, verify=False)
+    # trust_env: HTTPS_PROXY/NO_PROXY and SSL_CERT_FILE apply, as users behind a corporate proxy
+    # expect. No redirects: an API endpoint that redirects is misconfigured, and following it
+    # would resend the API key to wherever it points.
+    return httpx2.Client(timeout=timeout, follow_redirects=False, trust_env=True)
 
 
 def join_url(base_url: str, path: str) -> str:
@@ -151,16 +172,99 @@ def error_for_stream_event(provider: str, kind: str, message: str, code: Any = N
     return ServerError(text, provider=provider)  # api_error and unknown kinds: worth another attempt
 
 
+# -- the provider skeleton --------------------------------------------------------------------------------
+class StreamParser(Protocol):
+    """Turns one provider's SSE events into stream events and, at the end, the assistant message."""
+
+    def feed(self, name: str, data: str) -> Iterator[StreamEvent]: ...
+
+    def complete(self) -> bool:
+        """Whether everything arrived, so a connection dropped now lost nothing."""
+        ...
+
+    def finish(self, info: ModelInfo) -> AssistantMessage: ...
+
+    def usage_known(self) -> bool:
+        """False when the stream reported no usage: the cost is then unknown, never 0."""
+        ...
+
+
+class HttpModel:
+    """One HTTP provider: how to address it (`url`, `auth_headers`), what to send (`encode_body`) and how
+    to read the answer (`new_parser`). `stream` and the API-key check are the same for every provider."""
+
+    default_base_url: ClassVar[str] = ""
+    # Whether a request without a key is a configuration error (a keyless local server is fine for some).
+    key_required: ClassVar[bool] = True
+
+    def __init__(self, info: ModelInfo, *, api_key: str | None, base_url: str | None = None,
+                 api_key_env: str | None = None) -> None:
+        self.info = info
+        self.api_key = api_key
+        self.base_url = base_url or self.default_base_url
+        self.api_key_env = api_key_env
+
+    # -- what each provider supplies --------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        raise NotImplementedError
+
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        raise NotImplementedError
+
+    def encode_body(self, request: ModelRequest) -> bytes:
+        raise NotImplementedError
+
+    def new_parser(self) -> StreamParser:
+        raise NotImplementedError
+
+    # -- shared ------------------------------------------------------------------------------------------
+    def headers(self) -> dict[str, str]:
+        headers = {"content-type": "application/json", "accept": "text/event-stream"}
+        if self.api_key:
+            headers.update(self.auth_headers(self.api_key))
+        elif self.api_key_env or self.key_required:
+            raise ConfigError(f"no API key for {self.info.spec}: set {self.api_key_env or 'an API key'}",
+                              provider=self.info.provider)
+        return headers
+
+    def build_body(self, request: ModelRequest) -> dict[str, Any]:
+        """The request body as a dict (what `encode_body` sends)."""
+        body: dict[str, Any] = json.loads(self.encode_body(request))
+        return body
+
+    def cost(self, message: AssistantMessage) -> Cost:
+        base_url = None if self.base_url == self.default_base_url else self.base_url
+        return compute_cost(self.info.provider, self.info.id, message.usage, base_url=base_url)
+
+    def stream(self, request: ModelRequest) -> Iterator[StreamEvent]:
+        headers = self.headers()
+        body = self.encode_body(request)
+        prefetch(self.info.provider, self.info.id)
+        parser = self.new_parser()
+        try:
+            for name, data in stream_events(self.info.provider, self.url, headers, body, request.cancel):
+                yield from parser.feed(name, data)
+        except StreamInterrupted:
+            if not parser.complete():
+                raise
+        message = parser.finish(self.info)
+        message.cost = self.cost(message) if parser.usage_known() else Cost()
+        yield Done(message=message)
+
+
 # -- the SSE loop ----------------------------------------------------------------------------------------
-def stream_events(provider: str, url: str, headers: Mapping[str, str], body: Mapping[str, Any],
+def stream_events(provider: str, url: str, headers: Mapping[str, str], body: bytes | Mapping[str, Any],
                   cancel: threading.Event) -> Iterator[tuple[str, str]]:
-    """POST `body` and yield (event name, data) pairs of the SSE response. Every failure surfaces as a
-    `ModelError`; a set `cancel` raises `Aborted` and closes the connection."""
+    """POST `body` (JSON bytes, or a mapping to encode) and yield (event name, data) pairs of the SSE
+    response. Every failure surfaces as a `ModelError`; a set `cancel` raises `Aborted` and closes the
+    connection."""
     import httpx2
 
-    client = shared_client()
+    client = shared_client(url)
+    payload: dict[str, Any] = {"content": body} if isinstance(body, bytes) else {"json": dict(body)}
     try:
-        with client.stream("POST", url, json=dict(body), headers=dict(headers)) as response:
+        with client.stream("POST", url, headers=dict(headers), **payload) as response:
             if response.status_code >= 400:
                 response.read()
                 raise error_for_status(provider, response.status_code, response.text, response.headers)
@@ -207,31 +311,68 @@ def _check_event_stream(provider: str, response: httpx2.Response) -> None:
             provider=provider, status=response.status_code)
 
 
+class _CancelWatcher:
+    """One daemon thread for the whole process (starting a thread per request cost about a millisecond a
+    turn): while responses are being read, it waits on their cancel events and shuts a cancelled
+    response's socket down, so a read blocked on a slow server returns at once instead of at the next
+    event."""
+
+    POLL = 0.05  # how often the events after the first are looked at, in seconds
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._active: dict[int, tuple[httpx2.Response, threading.Event]] = {}
+        self._next = 0
+        self._thread: threading.Thread | None = None
+
+    def watch(self, response: httpx2.Response, cancel: threading.Event) -> int:
+        with self._cond:
+            self._next += 1
+            self._active[self._next] = (response, cancel)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="opi-cancel-watch", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+            return self._next
+
+    def unwatch(self, token: int) -> None:
+        with self._cond:
+            self._active.pop(token, None)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._active:
+                    self._cond.wait()
+                watched = list(self._active.items())
+            watched[0][1][1].wait(self.POLL)  # wakes at once when the (usually only) request is cancelled
+            for token, (response, cancel) in watched:
+                if cancel.is_set():
+                    with self._cond:
+                        still_reading = self._active.pop(token, None) is not None
+                    if still_reading:
+                        _shutdown_socket(response)
+
+
+_watcher = _CancelWatcher()
+
+
 class _closed_on_cancel:
-    """While active, a set `cancel` shuts the response's socket down so a read blocked on a slow server
-    returns at once instead of at the next event."""
+    """While active, a set `cancel` shuts the response's socket down (see `_CancelWatcher`)."""
 
     def __init__(self, response: httpx2.Response, cancel: threading.Event) -> None:
         self._response = response
         self._cancel = cancel
-        self._done = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._token: int | None = None
 
     def __enter__(self) -> None:
         if self._cancel.is_set():
             raise Aborted("cancelled")
-        self._thread = threading.Thread(target=self._watch, name="opi-cancel-watch", daemon=True)
-        self._thread.start()
+        self._token = _watcher.watch(self._response, self._cancel)
 
     def __exit__(self, *exc_info: object) -> None:
-        self._done.set()
-
-    def _watch(self) -> None:
-        while not self._done.is_set():
-            if self._cancel.wait(0.05):
-                if not self._done.is_set():
-                    _shutdown_socket(self._response)
-                return
+        if self._token is not None:
+            _watcher.unwatch(self._token)
 
 
 def _shutdown_socket(response: httpx2.Response) -> None:
@@ -272,11 +413,9 @@ def parse_tool_arguments(provider: str, name: str, raw: str) -> dict[str, Any]:
 
 
 # -- history clean-up ------------------------------------------------------------------------------------
-MISSING_RESULT_TEXT = "No result: the tool call was not executed (the run was interrupted or aborted)."
-
-
 def prepare_history(messages: Sequence[Message]) -> list[Message]:
-    """The conversation as the APIs accept it:
+    """The conversation as the APIs accept it (the providers apply the same rules incrementally, message
+    by message, in `bot.llm.wire.WireBuilder`):
 
     - an assistant message that ended in error/aborted with no usable content is dropped;
     - every tool call gets a result (a synthesized error result if none was recorded), placed with the
@@ -287,9 +426,7 @@ def prepare_history(messages: Sequence[Message]) -> list[Message]:
     pending: list[ToolCall] = []  # calls of the last assistant message still waiting for a result
 
     def flush_pending() -> None:
-        for call in pending:
-            prepared.append(ToolResultMessage(tool_call_id=call.id, tool_name=call.name,
-                                              content=[TextContent(text=MISSING_RESULT_TEXT)], is_error=True))
+        prepared.extend(missing_result(call) for call in pending)
         pending.clear()
 
     for message in messages:
@@ -307,10 +444,6 @@ def prepare_history(messages: Sequence[Message]) -> list[Message]:
         prepared.append(message)
     flush_pending()
     return prepared
-
-
-def has_content(message: AssistantMessage) -> bool:
-    return any(not isinstance(block, TextContent) or block.text for block in message.content)
 
 
 _TOOL_ID_BAD_CHARS = re.compile(r"[^a-zA-Z0-9_-]")

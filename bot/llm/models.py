@@ -15,7 +15,8 @@ assumed to support thinking (every current Claude does); other unknown models ar
 effort.
 
 This module is imported at startup (the config loader uses `EndpointConfig`), so providers are imported
-only when a model is resolved.
+only when a model is resolved. Which class speaks an endpoint's `api` is the registry's business
+(`bot.llm.providers`); nothing here names a provider class.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bot.llm.base import THINKING_LEVELS, Model, ModelInfo
+from bot.llm.catalog import expand_alias
 from bot.llm.errors import ConfigError
+from bot.llm.providers import check_api, model_factory
 
 MaxTokensField = Literal["max_tokens", "max_completion_tokens"]
 
@@ -47,13 +50,18 @@ class EndpointConfig(BaseModel):
     name: str = ""  # filled from the table name when empty
     base_url: str
     api_key_env: str | None = None  # None: the server needs no key (e.g. a local Ollama)
-    api: Literal["anthropic", "openai"] = "openai"
+    api: str = "openai"  # a wire API registered in bot.llm.providers
     context_window: int | None = Field(default=None, gt=0)
     max_output_tokens: int | None = Field(default=None, gt=0)
     # Env var that overrides base_url (only the built-in anthropic/openai endpoints set one).
     base_url_env: str | None = None
     # OpenAI API only: which field carries the output limit (default: by host, see bot/llm/openai.py).
     max_tokens_field: MaxTokensField | None = None
+
+    @field_validator("api")
+    @classmethod
+    def _known_api(cls, value: str) -> str:
+        return check_api(value)
 
     @field_validator("base_url")
     @classmethod
@@ -132,7 +140,7 @@ def known_model(model_id: str) -> KnownModel | None:
 
 def parse_spec(spec: str) -> tuple[str, str]:
     """`provider:model` → (provider, model). A missing part is a ConfigError with a usable hint."""
-    provider, sep, model = spec.strip().partition(":")
+    provider, sep, model = expand_alias(spec).strip().partition(":")  # `sonnet` → anthropic:…
     provider = provider.strip().lower()
     if not sep or not provider or not model.strip():
         raise ConfigError(f"invalid model spec {spec!r}: expected PROVIDER:MODEL{_guess_hint(spec)}")
@@ -208,24 +216,12 @@ def _http_model(endpoint: EndpointConfig, model_id: str, env: Mapping[str, str])
     info = model_info(endpoint, model_id)
     if endpoint.api_key_env and not api_key:
         raise ConfigError(f"no API key for {info.spec}: set {endpoint.api_key_env}", provider=endpoint.name)
-    if endpoint.api == "anthropic":
-        from bot.llm.anthropic import AnthropicModel
-
-        return AnthropicModel(info, api_key=api_key, base_url=base_url,
-                              api_key_env=endpoint.api_key_env or "ANTHROPIC_API_KEY")
-    from bot.llm.openai import OpenAIModel
-
-    # An unknown model on a compatible server may have a lower output limit than our default: send
-    # none and let the server apply its own (official OpenAI models are all in the table).
     limit_known = endpoint.max_output_tokens is not None or known_model(model_id) is not None
-    return OpenAIModel(info, api_key=api_key, base_url=base_url, api_key_env=endpoint.api_key_env,
-                       max_tokens_field=endpoint.max_tokens_field, send_max_tokens=limit_known)
+    return model_factory(endpoint.api).from_endpoint(endpoint, info, api_key=api_key, base_url=base_url,
+                                                     limit_known=limit_known)
 
 
 def _replay_model(path: str) -> Model:
-    try:
-        from bot.llm.replay import ReplayModel
-    except ImportError as exc:
-        raise ConfigError("replay models are not available in this build") from exc
-    replay: Model = ReplayModel(path)
-    return replay
+    # The recording is a session file, which only the agent layer reads.
+    raise ConfigError(f"replay:{path}: a replay model is built by the agent layer "
+                      "(bot.agent.runtime.resolve_settings_model), which reads the recorded session")

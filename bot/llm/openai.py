@@ -17,10 +17,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from bot.llm.base import (
-    Done,
     ModelInfo,
     ModelRequest,
     StreamEvent,
@@ -30,18 +29,10 @@ from bot.llm.base import (
     ToolSpec,
 )
 from bot.llm.errors import ConfigError, MalformedEventError, StreamInterrupted
-from bot.llm.http import (
-    error_for_stream_event,
-    join_url,
-    parse_json_object,
-    parse_tool_arguments,
-    prepare_history,
-    stream_events,
-)
+from bot.llm.http import HttpModel, error_for_stream_event, join_url, parse_json_object, parse_tool_arguments
 from bot.llm.messages import (
     AssistantContent,
     AssistantMessage,
-    Cost,
     ImageContent,
     Message,
     StopReason,
@@ -53,7 +44,18 @@ from bot.llm.messages import (
     UserContent,
     UserMessage,
 )
-from bot.llm.pricing import compute_cost, prefetch
+from bot.llm.wire import (
+    IdentityCache,
+    WireBuilder,
+    WireState,
+    compact_schema,
+    encode_json,
+    json_array,
+    same_items,
+)
+
+if TYPE_CHECKING:
+    from bot.llm.providers import Endpoint
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 MaxTokensField = Literal["max_tokens", "max_completion_tokens"]
@@ -68,96 +70,115 @@ def default_max_tokens_field(base_url: str) -> MaxTokensField:
     return "max_completion_tokens" if "api.openai.com" in base_url else "max_tokens"
 
 
-class OpenAIModel:
+class OpenAIModel(HttpModel):
+    default_base_url = DEFAULT_BASE_URL
+    key_required = False  # a local server (Ollama, vLLM) needs none; an endpoint naming a key var does
+
     def __init__(self, info: ModelInfo, *, api_key: str | None, base_url: str = DEFAULT_BASE_URL,
                  api_key_env: str | None = "OPENAI_API_KEY", max_tokens_field: MaxTokensField | None = None,
                  send_max_tokens: bool = True) -> None:
-        self.info = info
-        self.api_key = api_key
-        self.base_url = base_url
-        self.api_key_env = api_key_env
+        super().__init__(info, api_key=api_key, base_url=base_url, api_key_env=api_key_env)
         self.max_tokens_field = max_tokens_field or default_max_tokens_field(base_url)
         # False for an unknown model on a compatible server: its real limit may be below our default.
         self.send_max_tokens = send_max_tokens
+        self._wire = _OpenAIWire()
+        self._system: tuple[str, bytes] | None = None
+        self._tools: tuple[list[ToolSpec], bytes] | None = None
+
+    @classmethod
+    def from_endpoint(cls, endpoint: Endpoint, info: ModelInfo, *, api_key: str | None, base_url: str,
+                      limit_known: bool) -> OpenAIModel:
+        # An unknown model on a compatible server may have a lower output limit than our default: send
+        # none and let the server apply its own (official OpenAI models are all in the table).
+        field = endpoint.max_tokens_field
+        if field not in (None, "max_tokens", "max_completion_tokens"):
+            raise ConfigError(f"max_tokens_field must be max_tokens or max_completion_tokens, got {field!r}")
+        return cls(info, api_key=api_key, base_url=base_url, api_key_env=endpoint.api_key_env,
+                   max_tokens_field=cast(MaxTokensField | None, field), send_max_tokens=limit_known)
 
     @property
     def url(self) -> str:
         # OPENAI_BASE_URL includes the version path (".../v1"), as in the SDKs.
         return join_url(self.base_url, "chat/completions")
 
-    def headers(self) -> dict[str, str]:
-        headers = {"content-type": "application/json", "accept": "text/event-stream"}
-        if self.api_key:
-            headers["authorization"] = f"Bearer {self.api_key}"
-        elif self.api_key_env:
-            raise ConfigError(f"no API key for {self.info.spec}: set {self.api_key_env}",
-                              provider=self.info.provider)
-        return headers
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {api_key}"}
 
-    def build_body(self, request: ModelRequest) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.info.id, "stream": True,
-                                "stream_options": {"include_usage": True},
-                                "messages": convert_messages(request.system, request.messages)}
+    def encode_body(self, request: ModelRequest) -> bytes:
+        """Everything but the messages first; earlier messages come from the previous request's bytes."""
+        head: dict[str, Any] = {"model": self.info.id, "stream": True, "stream_options": {"include_usage": True}}
         limit = request.max_output_tokens or (self.info.max_output_tokens if self.send_max_tokens else None)
         if limit:
-            body[self.max_tokens_field] = limit
-        if request.tools:
-            body["tools"] = [tool_schema(tool) for tool in request.tools]
+            head[self.max_tokens_field] = limit
         if request.thinking != "off" and self.info.reasoning:
-            body["reasoning_effort"] = request.thinking
-        return body
+            head["reasoning_effort"] = request.thinking
+        parts = [encode_json(head)[:-1]]
+        if request.tools:
+            parts.append(b',"tools":' + self._tools_json(request.tools))
+        system = [self._system_json(request.system)] if request.system else []
+        parts.append(b',"messages":' + json_array([*system, *self._wire.encode(request.messages)]) + b"}")
+        return b"".join(parts)
 
-    def stream(self, request: ModelRequest) -> Iterator[StreamEvent]:
-        headers = self.headers()
-        body = self.build_body(request)
-        prefetch()
-        parser = _StreamParser(self.info.provider)
-        try:
-            for _, data in stream_events(self.info.provider, self.url, headers, body, request.cancel):
-                if data.strip() == "[DONE]":
-                    parser.done = True
-                elif not parser.done:  # reading on to the end of the body keeps the connection reusable
-                    yield from parser.feed(data)
-        except StreamInterrupted:
-            if not (parser.done and parser.finish_reason):  # a drop after [DONE] lost nothing
-                raise
-        message = parser.finish(self.info)
-        if parser.usage_seen:
-            base_url = None if self.base_url == DEFAULT_BASE_URL else self.base_url
-            message.cost = compute_cost(self.info.provider, self.info.id, message.usage, base_url=base_url)
-        else:
-            message.cost = Cost()
-        yield Done(message=message)
+    def _system_json(self, system: str) -> bytes:
+        if self._system is None or self._system[0] != system:
+            self._system = (system, encode_json({"role": "system", "content": system}))
+        return self._system[1]
+
+    def _tools_json(self, tools: list[ToolSpec]) -> bytes:
+        if self._tools is None or not same_items(self._tools[0], tools):
+            self._tools = (list(tools), encode_json([tool_schema(tool) for tool in tools]))
+        return self._tools[1]
+
+    def new_parser(self) -> _StreamParser:
+        return _StreamParser(self.info.provider)
 
 
 # -- request ------------------------------------------------------------------------------------------------
 def tool_schema(tool: ToolSpec) -> dict[str, Any]:
-    return {"type": "function",
-            "function": {"name": tool.name, "description": tool.description, "parameters": tool.parameters}}
+    return {"type": "function", "function": {"name": tool.name, "description": tool.description,
+                                             "parameters": compact_schema(tool.parameters)}}
 
 
 def convert_messages(system: str, messages: Sequence[Message]) -> list[dict[str, Any]]:
     """Our messages → Chat Completions `messages`. Thinking is not sent back (the API has no field for it
     and DeepSeek rejects `reasoning_content` in requests). Images in tool results, which `role: tool`
     cannot carry, follow the turn's tool messages as one user message."""
-    wire: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
-    tool_images: list[dict[str, Any]] = []
-    for message in prepare_history(messages):
-        if not isinstance(message, ToolResultMessage) and tool_images:
-            wire.append({"role": "user", "content": tool_images})
-            tool_images = []
-        if isinstance(message, UserMessage):
-            wire.append({"role": "user", "content": user_content(message.content)})
-        elif isinstance(message, AssistantMessage):
-            converted = assistant_message(message)
-            if converted is not None:
-                wire.append(converted)
-        else:
-            wire.append(tool_message(message))
-            tool_images.extend(_images_of(message))
-    if tool_images:
-        wire.append({"role": "user", "content": tool_images})
-    return wire
+    head: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+    return head + [json.loads(unit) for unit in _OpenAIWire().encode(messages)]
+
+
+class _OpenAIWire(WireBuilder):
+    """Each message is converted and encoded once. The state's tail holds the images of the current
+    turn's tool results until a message of another kind comes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._converted: IdentityCache[tuple[bytes | None, list[dict[str, Any]]]] = IdentityCache()
+
+    def add(self, state: WireState, message: Message) -> None:
+        if not isinstance(message, ToolResultMessage) and state.tail:
+            state.units.append(encode_json({"role": "user", "content": state.tail}))
+            state.tail = []
+        encoded, images = self._converted.get(message, _encoded_message)
+        if encoded is not None:
+            state.units.append(encoded)
+        state.tail.extend(images)
+
+    def close(self, state: WireState) -> list[bytes]:
+        if state.tail:
+            return [*state.units, encode_json({"role": "user", "content": state.tail})]
+        return state.units
+
+
+def _encoded_message(message: Message) -> tuple[bytes | None, list[dict[str, Any]]]:
+    """The message's encoded wire form (None when it has nothing to send) and, for a tool result, the
+    images that must follow in a user message."""
+    if isinstance(message, UserMessage):
+        return encode_json({"role": "user", "content": user_content(message.content)}), []
+    if isinstance(message, AssistantMessage):
+        converted = assistant_message(message)
+        return (encode_json(converted) if converted is not None else None), []
+    return encode_json(tool_message(message)), _images_of(message)
 
 
 def user_content(content: str | list[UserContent]) -> str | list[dict[str, Any]]:
@@ -227,7 +248,18 @@ class _StreamParser:
             self.order.append((kind, key))
         return self.order.index((kind, key))
 
-    def feed(self, data: str) -> Iterator[StreamEvent]:
+    def complete(self) -> bool:
+        return self.done and self.finish_reason is not None  # a drop after [DONE] lost nothing
+
+    def usage_known(self) -> bool:
+        return self.usage_seen
+
+    def feed(self, name: str, data: str) -> Iterator[StreamEvent]:
+        if data.strip() == "[DONE]":
+            self.done = True
+            return
+        if self.done:
+            return  # reading on to the end of the body keeps the connection reusable
         chunk = parse_json_object(self.provider, data, "stream chunk")
         error = chunk.get("error")
         if error:

@@ -11,9 +11,8 @@ recorded ones, and stops with `ReplayDivergence` when they differ in a way that 
   ``$RUNNER_TEMP``, macOS ``/var/folders/...``), durations (``0.03s``, ``12 ms``), ISO timestamps and
   hex ids of 7+ characters containing a digit (git commit hashes differ on every run).
 
-This module reads the JSONL with `json` on its own (the llm layer cannot import `bot.agent`) and follows
-the same tolerance rules as the session reader: a truncated last line or a corrupt line is skipped and
-counted, a file whose first line is not a session header is refused.
+This module never reads a file: the agent layer (`bot.agent.replay_source`) reads the session with the
+one session reader and hands over the active branch as a `Recording`.
 """
 
 from __future__ import annotations
@@ -22,12 +21,10 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from pydantic import ValidationError
 
 from bot.llm.base import (
     Done,
@@ -40,7 +37,6 @@ from bot.llm.base import (
 )
 from bot.llm.errors import ConfigError, ModelError
 from bot.llm.messages import (
-    MESSAGE_ADAPTER,
     AssistantMessage,
     Cost,
     Message,
@@ -90,119 +86,25 @@ class Recording:
         value = self.header.get("cwd")
         return value if isinstance(value, str) and value else None
 
-
-def load_recording(path: str | Path) -> Recording:
-    """Read a session file and extract the active branch. Raises ConfigError naming the problem."""
-    file = Path(path).expanduser()
-    try:
-        raw = file.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"replay: session file not found: {file}") from None
-    except OSError as exc:
-        raise ConfigError(f"replay: cannot read {file}: {exc.strerror or exc}") from None
-    lines = raw.decode("utf-8", errors="replace").splitlines()
-    header = _parse_header(file, lines[0] if lines else "")
-    entries, skipped = _parse_entries(lines)
-    branch = _active_branch(entries)
-    return _recording_from_branch(file, header, branch, skipped)
-
-
-def _parse_header(file: Path, first_line: str) -> dict[str, Any]:
-    try:
-        header = json.loads(first_line)
-    except json.JSONDecodeError:
-        header = None
-    if not isinstance(header, dict) or header.get("type") != "session":
-        raise ConfigError(f"replay: {file} is not a session file (its first line is not a session header)")
-    if header.get("version") != 1:
-        raise ConfigError(f"replay: {file} has session format version {header.get('version')!r}; replay reads "
-                          "version 1 (convert a pi session with `opi export --format json` first)")
-    return header
-
-
-def _parse_entries(lines: list[str]) -> tuple[list[dict[str, Any]], list[int]]:
-    entries: list[dict[str, Any]] = []
-    skipped: list[int] = []
-    seen: set[str] = set()
-    for number, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            skipped.append(number)  # a truncated last line or a corrupt one: skipped, like the session reader
-            continue
-        if not _valid_entry(entry) or entry["id"] in seen:
-            skipped.append(number)
-            continue
-        seen.add(entry["id"])
-        entries.append(entry)
-    return entries, skipped
-
-
-def _valid_entry(entry: Any) -> bool:
-    if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
-        return False
-    if not isinstance(entry.get("id"), str) or not isinstance(entry.get("parent_id"), str | None):
-        return False
-    if entry["type"] == "message":
-        return isinstance(entry.get("message"), dict)
-    return entry["type"] != "compaction" or isinstance(entry.get("summary"), str)
-
-
-def _active_branch(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The path from the active tip back to the root, oldest first. The tip is the last entry of the file
-    unless a `leaf` entry moved it (later entries then grow from there), as in the session reader."""
-    index = {entry["id"]: position for position, entry in enumerate(entries)}
-    tip: str | None = None
-    for entry in entries:
-        if entry["type"] == "leaf":
-            target = entry.get("entry_id")
-            tip = target if isinstance(target, str) or target is None else tip
-        else:
-            tip = entry["id"]
-    path: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    while tip is not None and tip in index and tip not in seen:
-        seen.add(tip)
-        position = index[tip]
-        path.append(entries[position])
-        parent = entries[position].get("parent_id")
-        if isinstance(parent, str) and parent not in index:
-            # The parent's line was corrupt: in a linear file it was the line just before.
-            parent = entries[position - 1]["id"] if position > 0 else None
-        tip = parent
-    path.reverse()
-    return path
-
-
-def _recording_from_branch(file: Path, header: dict[str, Any], branch: list[dict[str, Any]],
-                           skipped: list[int]) -> Recording:
-    recording = Recording(path=file, header=header, assistants=[], results={}, skipped_lines=skipped)
-    for entry in branch:
-        kind = entry.get("type")
-        if kind == "compaction" and isinstance(entry.get("summary"), str):
-            recording.summaries.append(entry["summary"])
-        if kind != "message":
-            continue  # model_change, session_info and unknown newer types do not affect the replay
-        message = _parse_message(entry.get("message"))
-        if isinstance(message, AssistantMessage):
-            recording.assistants.append(message)
-        elif isinstance(message, UserMessage):
-            recording.user_turns.append((message.text, len(recording.assistants)))
-        elif isinstance(message, ToolResultMessage):
-            recording.results[message.tool_call_id] = message
-    if not recording.assistants:
-        raise ConfigError(f"replay: {file} has no assistant messages on its active branch, so there is "
-                          "nothing to replay")
-    return recording
-
-
-def _parse_message(data: Any) -> Message | None:
-    try:
-        return MESSAGE_ADAPTER.validate_python(data)
-    except ValidationError:
-        return None
+    @classmethod
+    def from_branch(cls, path: Path, header: dict[str, Any], branch: Iterable[Message | str],
+                    skipped_lines: Iterable[int] = ()) -> Recording:
+        """The recording of an active branch, oldest first: its messages, and each compaction as its
+        summary text. Raises ConfigError when there is no assistant message to replay."""
+        recording = cls(path=path, header=header, assistants=[], results={}, skipped_lines=list(skipped_lines))
+        for item in branch:
+            if isinstance(item, str):
+                recording.summaries.append(item)
+            elif isinstance(item, AssistantMessage):
+                recording.assistants.append(item)
+            elif isinstance(item, UserMessage):
+                recording.user_turns.append((item.text, len(recording.assistants)))
+            else:
+                recording.results[item.tool_call_id] = item
+        if not recording.assistants:
+            raise ConfigError(f"replay: {path} has no assistant messages on its active branch, so there is "
+                              "nothing to replay")
+        return recording
 
 
 # -- normalisation ---------------------------------------------------------------------------------
@@ -244,9 +146,9 @@ def _excerpt(text: str) -> str:
 class ReplayModel:
     """Implements the `Model` protocol by replaying a recorded session (see the module docstring)."""
 
-    def __init__(self, path: str | Path, *, workspace: Path | None = None,
+    def __init__(self, recording: Recording, *, workspace: Path | None = None,
                  context_window: int = 200_000) -> None:
-        self.recording = load_recording(path)
+        self.recording = recording
         self.workspace = workspace or Path.cwd()
         recorded_model = str(self.recording.header.get("model") or self.recording.assistants[0].model)
         self.info = ModelInfo(provider=PROVIDER, id=recorded_model, api="replay",

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from bot.llm.base import Done, Model, ModelRequest, StreamEvent
 from bot.llm.errors import Aborted, ModelError, RetriesExhausted, StreamInterrupted
 from bot.llm.messages import AssistantMessage
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_retries: int = 4
-    base_delay: float = 1.0
-    max_delay: float = 60.0
+class RetryPolicy(BaseModel):
+    """How model calls are retried; also the config file's `[retry]` table (one definition for both)."""
+
+    # strict: a TOML string "10" where a number belongs is a mistake worth reporting, not coercing.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    max_retries: int = Field(default=4, ge=0)
+    base_delay: float = Field(default=1.0, ge=0)
+    max_delay: float = Field(default=60.0, ge=0)
     # A server asking for longer than this is treated as a failure, not waited out.
-    max_retry_after: float = 300.0
+    max_retry_after: float = Field(default=300.0, ge=0)
 
     def delay(self, attempt: int, error: ModelError) -> float:
         if error.retry_after is not None:

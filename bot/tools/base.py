@@ -6,8 +6,11 @@ and validates the arguments.
 
 from __future__ import annotations
 
+import atexit
 import copy
 import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -54,13 +57,47 @@ def scrubbed_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     return {k: v for k, v in source.items() if not is_secret_env_name(k)}
 
 
+DEFAULT_OUTPUT_CAP_BYTES = 50 * 1024 * 1024
+
+
 @dataclass
 class ToolContext:
+    """What every tool call gets. Call `cleanup()` when the run ends: it deletes the run's temp directory
+    (bash's full-output logs, which results refer to, live there until then)."""
+
     workspace: Path
     env: dict[str, str] = field(default_factory=scrubbed_env)
     cancel: threading.Event = field(default_factory=threading.Event)
     bash_timeout: float = 120.0
     extra_env_names: tuple[str, ...] = ()  # additional names to scrub (e.g. configured endpoints' key vars)
+    # bash: a command whose output reaches this many bytes on disk is killed.
+    output_cap_bytes: int = DEFAULT_OUTPUT_CAP_BYTES
+    # grep: a search running longer than this is stopped (the Python fallback runs arbitrary regexes).
+    search_timeout: float = 120.0
+    # Where this run keeps temporary files; created on first use by `run_temp_dir()`.
+    temp_dir: Path | None = None
+
+    def command_env(self) -> dict[str, str]:
+        """The environment for every tool subprocess: `env` scrubbed again together with
+        `extra_env_names`, so a careless caller cannot leak a key. Never os.environ."""
+        extra = {name.upper() for name in self.extra_env_names}
+        env = {k: v for k, v in self.env.items() if not is_secret_env_name(k) and k.upper() not in extra}
+        env.setdefault("GIT_TERMINAL_PROMPT", "0")  # never wait for credentials nobody can type
+        return env
+
+    def run_temp_dir(self) -> Path:
+        """This run's private temp directory (mode 0700), created on first use."""
+        if self.temp_dir is None or not self.temp_dir.is_dir():
+            self.temp_dir = Path(tempfile.mkdtemp(prefix="opi-run-"))
+            # A safety net for a caller that forgets cleanup(); it cannot run after os._exit or SIGKILL.
+            atexit.register(shutil.rmtree, self.temp_dir, ignore_errors=True)
+        return self.temp_dir
+
+    def cleanup(self) -> None:
+        """Delete the run's temp directory and everything in it. Safe to call more than once."""
+        if self.temp_dir is not None:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+            self.temp_dir = None
 
 
 _SCHEMA_CACHE: dict[type[BaseModel], dict[str, Any]] = {}

@@ -1,11 +1,17 @@
 """`bash`: run a shell command in the workspace.
 
-The command runs as `bash -c` in its own session (so its own process group), with stdin from /dev/null
-and stdout+stderr going to a temporary log file rather than a pipe: a pipe would stay open as long as
-any backgrounded grandchild (`server &`) holds it, and reading it to EOF would hang. The tool waits for
-the shell itself, polling the cancel event; on timeout or cancel it kills the whole group, SIGTERM
-first and SIGKILL after a grace period. Backgrounded processes of a command that finished normally are
-left running (starting a server in the background is a legitimate use).
+The command runs as `bash -c` in its own session (so its own process group), with the context's scrubbed
+environment, stdin from /dev/null and stdout+stderr going to a log file in the run's temp directory rather
+than a pipe: a pipe would stay open as long as any backgrounded grandchild (`server &`) holds it, and
+reading it to EOF would hang. The tool waits on a pidfd for the shell to exit (so its exit is seen at once),
+checking the cancel event, the deadline and the log's size in between; on timeout or cancel it kills the
+whole group, SIGTERM first and SIGKILL after a grace period, and a log that reaches the context's output
+cap gets the command killed.
+
+When the call returns, every process it left behind is killed, including ones that left the group
+(`setsid cmd &`, double-forked daemons): the agent process makes itself a child subreaper on the first
+call, so orphans of the command are re-parented to it rather than to init, and after each call every
+descendant that did not exist before the call is SIGKILLed (`bot.tools.proc.kill_descendants`).
 """
 
 from __future__ import annotations
@@ -13,10 +19,12 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +32,8 @@ from typing import BinaryIO, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.tools.base import Tool, ToolContext, ToolError, ToolOutput, is_secret_env_name
+from bot.tools import proc as process_tree
+from bot.tools.base import Tool, ToolContext, ToolError, ToolOutput
 from bot.tools.read import MAX_BYTES, MAX_LINES, format_size
 
 _POLL_SECONDS = 0.05
@@ -33,11 +42,10 @@ _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\
 
 class BashParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    command: str = Field(description="Shell command(s) to run with `bash -c` in the workspace directory.")
+    command: str = Field(description="Run with `bash -c` in the workspace.")
     timeout: float | None = Field(
         default=None, gt=0,
-        description="Seconds to wait before killing the command and everything it started (default: the "
-                    "configured bash timeout).",
+        description="Seconds before it is killed.",
     )
 
 
@@ -47,17 +55,16 @@ class _Run:
     timed_out: bool
     cancelled: bool
     seconds: float
+    output_capped: bool = False
+    leftovers_killed: int = 0
 
 
 class BashTool(Tool):
     name: ClassVar[str] = "bash"
     description: ClassVar[str] = (
-        "Run a bash command in the workspace directory and return its combined stdout and stderr. stdin is "
-        "/dev/null, so interactive commands fail rather than wait. The command is killed (with everything "
-        "it started) when it exceeds its timeout. Long output keeps only its last "
-        f"{MAX_LINES} lines / {MAX_BYTES // 1024} KB, with the path of a file holding all of it. A non-zero "
-        "exit code is reported as an error. Processes left running in the background (`cmd &`) are not waited "
-        "for; redirect their output to a file."
+        "Run a bash command in the workspace; returns stdout and stderr. stdin is /dev/null. Long output "
+        f"keeps its last {MAX_LINES} lines / {MAX_BYTES // 1024} KB and names a file with all of it. "
+        "Background processes are killed when the command returns: start and use a server in one command."
     )
     Params: ClassVar[type[BaseModel]] = BashParams
     mutating: ClassVar[bool] = True
@@ -78,55 +85,98 @@ class BashTool(Tool):
         if bash is None:
             raise ToolError("bash was not found on PATH")
         timeout = params.timeout if params.timeout is not None else ctx.bash_timeout
-        fd, log_name = tempfile.mkstemp(prefix="opi-bash-", suffix=".log")
+        fd, log_name = tempfile.mkstemp(prefix="bash-", suffix=".log", dir=ctx.run_temp_dir())
         log_path = Path(log_name)
         try:
             with os.fdopen(fd, "wb") as log:
-                run = self._execute(bash, params.command, workspace, command_env(ctx), log, timeout, ctx)
-            return _result(run, log_path, timeout)
+                run = self._execute(bash, params.command, workspace, log, timeout, ctx)
+            return _result(run, log_path, timeout, ctx.output_cap_bytes)
         except BaseException:
             log_path.unlink(missing_ok=True)
             raise
 
-    def _execute(self, bash: str, command: str, cwd: Path, env: dict[str, str], log: BinaryIO, timeout: float,
+    def _execute(self, bash: str, command: str, cwd: Path, log: BinaryIO, timeout: float,
                  ctx: ToolContext) -> _Run:
+        watch_leftovers = _become_subreaper()
+        before = process_tree.descendant_keys(os.getpid()) if watch_leftovers else frozenset()
         started = time.monotonic()
         try:
-            proc = subprocess.Popen(
-                [bash, "-c", command], cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )
+            argv, kwargs = process_tree.tool_command([bash, "-c", command], ctx.command_env())
+            proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    **kwargs)
         except (OSError, ValueError) as exc:  # ValueError: e.g. a command that cannot be encoded
             raise ToolError(f"Could not start bash: {getattr(exc, 'strerror', None) or exc}") from exc
-        deadline = started + timeout
-        timed_out = cancelled = False
+        stop: str | None = None
+        leftovers: list[int] = []
         try:
-            while True:
-                try:
-                    proc.wait(timeout=_POLL_SECONDS)
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-                if ctx.cancel.is_set():
-                    cancelled = True
-                elif time.monotonic() >= deadline:
-                    timed_out = True
-                if cancelled or timed_out:
-                    kill_process_group(proc, self.kill_grace_seconds)
-                    break
+            stop = _wait(proc, started + timeout, ctx, log, ctx.output_cap_bytes)
+            if stop is not None:
+                kill_process_group(proc, self.kill_grace_seconds)
         finally:
             if proc.returncode is None:  # interrupted (KeyboardInterrupt, ...): never leave it running
                 kill_process_group(proc, self.kill_grace_seconds)
-        return _Run(proc.returncode, timed_out, cancelled, time.monotonic() - started)
+            if watch_leftovers:
+                leftovers = process_tree.kill_descendants(os.getpid(), keep=before)
+            _signal_group(proc.pid, signal.SIGKILL)  # without a subreaper: at least the shell's own group
+        if stop == "output_capped":
+            # Whatever was written between the last size check and the kill is dropped: the cap holds on disk.
+            os.ftruncate(log.fileno(), min(os.fstat(log.fileno()).st_size, ctx.output_cap_bytes))
+        return _Run(proc.returncode, stop == "timed_out", stop == "cancelled", time.monotonic() - started,
+                    output_capped=stop == "output_capped", leftovers_killed=len(leftovers))
+
+
+_subreaper_lock = threading.Lock()
+_subreaper: bool | None = None
+
+
+def _become_subreaper() -> bool:
+    """Make this process a child subreaper, once; False where that is not possible (not Linux)."""
+    global _subreaper
+    with _subreaper_lock:
+        if _subreaper is None:
+            try:
+                _subreaper = process_tree.is_child_subreaper() or process_tree.set_child_subreaper()
+            except OSError:
+                _subreaper = False
+        return _subreaper
+
+
+def _wait(proc: subprocess.Popen[bytes], deadline: float, ctx: ToolContext, log: BinaryIO,
+          cap: int) -> str | None:
+    """Wait for the shell to exit: None when it did, else why it must be stopped ("timed_out",
+    "cancelled", "output_capped"). A pidfd wakes the wait the moment the shell exits."""
+    pidfd = _pidfd(proc.pid)
+    try:
+        while proc.poll() is None:
+            if ctx.cancel.is_set():
+                return "cancelled"
+            now = time.monotonic()
+            if now >= deadline:
+                return "timed_out"
+            if os.fstat(log.fileno()).st_size >= cap:
+                return "output_capped"
+            pause = min(_POLL_SECONDS, deadline - now)
+            if pidfd is not None:
+                select.select([pidfd], [], [], pause)
+            else:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=pause)
+        return None
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):  # not Linux, or a kernel older than 5.3
+        return None
 
 
 def command_env(ctx: ToolContext) -> dict[str, str]:
-    """The environment for commands: the context's (already scrubbed) env, scrubbed again together with
-    any extra names the configuration marks as secret, so a careless caller cannot leak a key."""
-    extra = {name.upper() for name in ctx.extra_env_names}
-    env = {k: v for k, v in ctx.env.items() if not is_secret_env_name(k) and k.upper() not in extra}
-    env.setdefault("GIT_TERMINAL_PROMPT", "0")  # never wait for credentials nobody can type
-    return env
+    """The environment for commands (kept for callers of the old name): `ctx.command_env()`."""
+    return ctx.command_env()
 
 
 def kill_process_group(proc: subprocess.Popen[bytes], grace_seconds: float) -> None:
@@ -180,7 +230,7 @@ def _live_group_members(group: int) -> list[int] | None:
     return live
 
 
-def _result(run: _Run, log_path: Path, timeout: float) -> ToolOutput:
+def _result(run: _Run, log_path: Path, timeout: float, cap: int) -> ToolOutput:
     output, total_lines, shown_lines, truncated, size = tail_of_log(log_path)
     parts = [output if output.strip() else "(no output)"]
     if truncated:
@@ -189,19 +239,27 @@ def _result(run: _Run, log_path: Path, timeout: float) -> ToolOutput:
                      f"{format_size(len(output.encode()))} of {format_size(size)}. Full output: {log_path}]")
     else:
         log_path.unlink(missing_ok=True)
-    status = _status(run, timeout)
+    status = _status(run, timeout, cap)
     if status:
         parts.append(status)
-    is_error = run.timed_out or run.cancelled or run.returncode != 0
+    if run.leftovers_killed:
+        many = run.leftovers_killed > 1
+        parts.append(f"[{run.leftovers_killed} background process{'es' if many else ''} left running by the "
+                     f"command {'were' if many else 'was'} killed when it returned.]")
+    is_error = run.timed_out or run.cancelled or run.output_capped or run.returncode != 0
     return ToolOutput(
         "\n\n".join(parts), is_error=is_error,
         details={"exit_code": run.returncode, "timed_out": run.timed_out, "cancelled": run.cancelled,
+                 "output_capped": run.output_capped, "background_killed": run.leftovers_killed,
                  "full_output_path": str(log_path) if truncated else None, "truncated": truncated,
                  "duration_seconds": round(run.seconds, 3)},
     )
 
 
-def _status(run: _Run, timeout: float) -> str:
+def _status(run: _Run, timeout: float, cap: int) -> str:
+    if run.output_capped:
+        return (f"Command output reached the {format_size(cap)} limit; it and every process it started were "
+                "killed. Redirect large output to a file in the workspace, or filter it (grep, tail).")
     if run.timed_out:
         return f"Command timed out after {timeout:g} s; it and every process it started were killed."
     if run.cancelled:

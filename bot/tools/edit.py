@@ -2,8 +2,11 @@
 
 Each `old_text` must occur exactly once in the file as it was before the call (edits in one call do not
 see each other's results and may not overlap). When no exact match exists, a fallback compares the
-text with trailing whitespace, indentation, line endings and typographic quotes/dashes normalised away;
-it is used only if that normalised match is unique, and the result says so.
+text with trailing whitespace, indentation, line endings and typographic quotes/dashes normalised away,
+and Unicode NFKC normalisation applied (fullwidth `，` and `Ａ` match `,` and `A`; a decomposed `é`
+matches a precomposed one, as in pi); it is used only if that normalised match is unique, and the
+result says so. An old_text that occurs more than once once line endings are ignored is refused as
+ambiguous, even when only one occurrence has its exact line endings.
 
 The file keeps its UTF-8 BOM and line endings: replacement text is written with the line ending of the
 text it replaces (or the file's dominant one).
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -40,23 +44,21 @@ _FOLD = {
 
 class EditItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    old_text: str = Field(description="Exact text to replace, including whitespace and indentation. It must "
-                                      "occur exactly once in the file; add surrounding lines to make it unique.")
-    new_text: str = Field(description="Text to put in its place (may be empty to delete).")
+    old_text: str = Field(description="Exact text to replace.")
+    new_text: str = Field(description="Replacement (may be empty).")
 
 
 class EditParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    path: str = Field(description="File to edit, relative to the workspace (or absolute inside it).")
+    path: str = Field(description="File path, relative to the workspace.")
     old_text: str | None = Field(
         default=None,
-        description="For a single edit: exact text to replace (must occur exactly once). Omit when using edits.",
+        description="Exact text to replace.",
     )
-    new_text: str | None = Field(default=None, description="For a single edit: replacement text.")
+    new_text: str | None = Field(default=None, description="Replacement.")
     edits: list[EditItem] | None = Field(
         default=None,
-        description="For several edits to one file in one call: each old_text is matched against the file as "
-                    "it was before this call, edits must not overlap, and either all apply or none does.",
+        description="Several changes, each matched against the file as it was; they must not overlap.",
     )
 
 
@@ -71,12 +73,10 @@ class _Match:
 class EditTool(Tool):
     name: ClassVar[str] = "edit"
     description: ClassVar[str] = (
-        "Replace text in an existing file. Give old_text/new_text for one change, or edits=[{old_text, "
-        "new_text}, ...] for several changes to the same file (applied together or not at all). old_text must "
-        "match exactly once: copy it from the file, with enough surrounding lines to be unique. If no exact "
-        "match exists, a match ignoring differences in indentation, trailing whitespace, line endings and "
-        "typographic quotes/dashes is used when unique. Line endings and a BOM are preserved. Returns a "
-        "unified diff. Only files inside the workspace may be edited."
+        "Replace text in a file: old_text/new_text for one change, or edits for several (all apply or none). "
+        "Each old_text must match exactly once: copy it from the file with enough lines to be unique "
+        "(indentation and quote differences are tolerated). Returns a diff. "
+        "Only files inside the workspace may be edited."
     )
     Params: ClassVar[type[BaseModel]] = EditParams
     mutating: ClassVar[bool] = True
@@ -181,14 +181,18 @@ def _locate(content: str, item: EditItem, shown: str, label: str) -> _Match:
 
 
 def _exact_occurrences(content: str, old: str) -> tuple[int, int, str]:
-    """(count, first index, the variant found) trying old_text as given, then with LF/CRLF line endings."""
+    """(count, first index, the variant found) for old_text with any line endings: as given, LF, CRLF.
+    The count adds up every variant, so `a\nb` in a file holding both `a\r\nb` and `a\nb` is two matches
+    (ambiguous), not one."""
     lf = old.replace("\r\n", "\n")
     variants = dict.fromkeys([old, lf, lf.replace("\n", "\r\n")])
+    total, found_at, found = 0, -1, old
     for variant in variants:
         count, first = _occurrences(content, variant)
-        if count:
-            return count, first, variant
-    return 0, -1, old
+        if count and found_at < 0:
+            found_at, found = first, variant
+        total += count
+    return total, found_at, found
 
 
 def _occurrences(haystack: str, needle: str) -> tuple[int, int]:
@@ -205,7 +209,7 @@ def _fallback_match(content: str, item: EditItem, shown: str, label: str) -> _Ma
     needle = _normalize(item.old_text)[0]
     if not needle.strip("\n"):
         raise ToolError(f"{label}old_text was not found in {shown}{_closest_hint(content, item.old_text)}")
-    folded, index = _normalize(content)
+    folded, index, ends = _normalize_spans(content)
     count, nstart = _occurrences(folded, needle)
     if count == 0:
         raise ToolError(f"{label}old_text was not found in {shown} (not even ignoring whitespace and quote "
@@ -219,16 +223,23 @@ def _fallback_match(content: str, item: EditItem, shown: str, label: str) -> _Ma
     start = index[nstart]
     if at_line_start:  # take the file's own indentation too, so the replacement's indentation governs
         start = content.rfind("\n", 0, start) + 1 if folded[nstart] != "\n" else start
-    end = index[nend - 1] + 1
+    end = ends[nend - 1]
     replacement = _reindent(item.new_text, item.old_text, content[start:end], at_line_start)
     return _Match(start, end, _with_line_endings(replacement, content, start, end), fallback=True)
 
 
 def _normalize(text: str) -> tuple[str, list[int]]:
-    """Text with each line stripped of leading/trailing whitespace and typographic characters folded to
-    ASCII, plus, for every character of the result, the index of the character it came from."""
+    folded, starts, _ = _normalize_spans(text)
+    return folded, starts
+
+
+def _normalize_spans(text: str) -> tuple[str, list[int], list[int]]:
+    """Text with each line stripped of leading/trailing whitespace, typographic characters folded to
+    ASCII and NFKC applied, plus, for every character of the result, where the characters it came from
+    start and end (a base character and its combining marks are normalised together, as one unit)."""
     out: list[str] = []
-    index: list[int] = []
+    starts: list[int] = []
+    ends: list[int] = []
     pos = 0
     while pos <= len(text):
         newline = text.find("\n", pos)
@@ -236,16 +247,30 @@ def _normalize(text: str) -> tuple[str, list[int]]:
         line = text[pos:line_end]
         first = pos + len(line) - len(line.lstrip())
         last = pos + len(line.rstrip())
-        for i in range(first, last):
-            folded = _FOLD.get(text[i], text[i])
+        for start, end in _clusters(text, first, last):
+            piece = "".join(_FOLD.get(ch, ch) for ch in text[start:end])
+            folded = unicodedata.normalize("NFKC", piece)
             out.append(folded)
-            index.extend([i] * len(folded))
+            starts.extend([start] * len(folded))
+            ends.extend([end] * len(folded))
         if newline < 0:
             break
         out.append("\n")
-        index.append(newline)
+        starts.append(newline)
+        ends.append(newline + 1)
         pos = newline + 1
-    return "".join(out), index
+    return "".join(out), starts, ends
+
+
+def _clusters(text: str, first: int, last: int) -> list[tuple[int, int]]:
+    """(start, end) of each base character with the combining marks that follow it."""
+    spans: list[tuple[int, int]] = []
+    for i in range(first, last):
+        if spans and unicodedata.combining(text[i]):
+            spans[-1] = (spans[-1][0], i + 1)
+        else:
+            spans.append((i, i + 1))
+    return spans
 
 
 def _indent(line: str) -> str:

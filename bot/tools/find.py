@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.tools.base import Tool, ToolContext, ToolError, ToolOutput
-from bot.tools.paths import display_path, resolve_directory
+from bot.tools.paths import display_path, read_roots, resolve_directory
+from bot.tools.proc import tool_command
 
 DEFAULT_LIMIT = 1000
 _GIT_TIMEOUT = 60
@@ -27,29 +29,28 @@ _GIT_TIMEOUT = 60
 class FindParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     pattern: str = Field(
-        description="Glob. Without a '/', it matches file and directory names at any depth ('*.py', "
-                    "'test_*'); with a '/', it matches the path relative to `path` ('src/*.ts', "
-                    "'**/migrations/*.sql'). Supports *, **, ?, [abc] and {a,b}.",
+        description="Glob: without '/' it matches names at any depth ('*.py'); with '/', paths relative "
+                    "to path ('src/**/*.ts').",
     )
-    path: str = Field(default=".", description="Directory to search (default: the workspace).")
-    limit: int = Field(default=DEFAULT_LIMIT, ge=1, description=f"Maximum results (default {DEFAULT_LIMIT}).")
+    path: str = Field(default=".", description="Directory to search.")
+    limit: int = Field(default=DEFAULT_LIMIT, ge=1, description="Maximum results.")
 
 
 class FindTool(Tool):
     name: ClassVar[str] = "find"
     description: ClassVar[str] = (
-        "Find files and directories by glob pattern, skipping what .gitignore ignores (and .git). Returns "
-        "paths sorted, one per line, directories with a trailing '/'. '*.py' matches at any depth; "
-        "'src/**/*.py' matches relative to the search path."
+        "Find files and directories by glob, skipping .gitignore'd ones and .git. Prints sorted paths, "
+        "directories with a trailing '/'."
     )
     Params: ClassVar[type[BaseModel]] = FindParams
 
     def run(self, params: FindParams, ctx: ToolContext) -> ToolOutput:
-        root, shown_root = resolve_directory(ctx.workspace, params.path, "find searches directories")
+        root, shown_root = resolve_directory(ctx.workspace, params.path, "find searches directories",
+                                              read_roots(ctx))
         matcher = GlobMatcher(params.pattern)
         found: list[str] = []
         more = False
-        for entry in list_entries(root):
+        for entry in list_entries(root, ctx.command_env()):
             if ctx.cancel.is_set():
                 raise ToolError("find was cancelled")
             if matcher.matches(entry.rstrip("/")):
@@ -140,32 +141,43 @@ def path_key(relative_path: str) -> list[str]:
     return relative_path.rstrip("/").split("/")
 
 
-def list_entries(root: Path) -> Iterator[str]:
-    """Relative paths under `root` (directories end with '/'), sorted, without ignored files or .git."""
-    listed = _git_listing(root)
+def list_entries(root: Path, env: Mapping[str, str]) -> Iterator[str]:
+    """Relative paths under `root` (directories end with '/'), sorted, without ignored files or .git.
+    `env` is the environment for git: pass the context's scrubbed `command_env()`, never os.environ."""
+    listed = _git_listing(root, env)
     if listed is not None:
         yield from listed
     else:
         yield from _walk(root, "")
 
 
-def list_files(root: Path) -> Iterator[str]:
-    return (entry for entry in list_entries(root) if not entry.endswith("/"))
+def list_files(root: Path, env: Mapping[str, str]) -> Iterator[str]:
+    return (entry for entry in list_entries(root, env) if not entry.endswith("/"))
 
 
-def _git_listing(root: Path) -> list[str] | None:
+# The work tree may hold a .git the model could have changed: never let git run a configured fsmonitor
+# command while listing (the tools also refuse writes under .git, but bash can still make them).
+_GIT_OPTIONS = ("-c", "core.fsmonitor=false")
+
+
+def _git_listing(root: Path, env: Mapping[str, str]) -> list[str] | None:
     """Sorted entries from git, or None when `root` is not in a work tree (or git lists nothing there,
     e.g. an ignored directory the caller named explicitly: then a plain walk is what they asked for)."""
-    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
+    git_env = {**env, "GIT_OPTIONAL_LOCKS": "0"}
     for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
-        env.pop(name, None)
+        git_env.pop(name, None)
+    git = shutil.which("git", path=git_env.get("PATH"))
+    if git is None:
+        return None
     try:
-        inside = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=root, env=env,
-                                capture_output=True, text=True, timeout=_GIT_TIMEOUT, check=False)
+        argv, kwargs = tool_command([git, *_GIT_OPTIONS, "rev-parse", "--is-inside-work-tree"], git_env)
+        inside = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=_GIT_TIMEOUT, check=False,
+                                **kwargs)
         if inside.returncode != 0 or inside.stdout.strip() != "true":
             return None
-        listing = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                                 cwd=root, env=env, capture_output=True, timeout=_GIT_TIMEOUT, check=False)
+        argv, kwargs = tool_command([git, *_GIT_OPTIONS, "ls-files", "-z", "--cached", "--others",
+                                     "--exclude-standard"], git_env)
+        listing = subprocess.run(argv, cwd=root, capture_output=True, timeout=_GIT_TIMEOUT, check=False, **kwargs)
     except (OSError, subprocess.TimeoutExpired):
         return None
     if listing.returncode != 0:

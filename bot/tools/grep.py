@@ -3,49 +3,56 @@
 Uses ripgrep when it is on PATH and a Python fallback otherwise; both produce the same output:
 `path:line:text` for matching lines, `path-line-text` for context lines, `--` between separate groups
 when context is asked for. Paths are relative to the workspace. Files are visited in path order.
+
+Both backends run as subprocesses with the context's scrubbed environment, their own process group and
+PR_SET_PDEATHSIG, and are killed on cancel or after `ctx.search_timeout` seconds. The Python fallback is
+`grep_fallback.py` run with `python -I`, so that a catastrophic regex (`(a+)+$`) can be killed too.
+Neither follows symlinks found while walking a directory, and the path searched must resolve inside the
+workspace (see paths.py), so neither can be pointed at `/proc/self/environ`.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import re
+import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
-from collections import deque
-from collections.abc import Callable, Generator, Iterator
+import time
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import IO, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.tools.base import Tool, ToolContext, ToolError, ToolOutput
 from bot.tools.find import GlobMatcher, list_files
-from bot.tools.paths import display_path, resolve_for_read
+from bot.tools.paths import display_path, read_roots, resolve_for_read
+from bot.tools.proc import tool_command
 from bot.tools.read import MAX_BYTES
 
 DEFAULT_LIMIT = 100
 MAX_LINE_CHARS = 500
-_SNIFF_BYTES = 8192
+_FALLBACK_SCRIPT = Path(__file__).with_name("grep_fallback.py")
 Backend = Literal["auto", "rg", "python"]
 
 
 class GrepParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    pattern: str = Field(description="Regular expression to search for (or plain text with literal=true).")
-    path: str = Field(default=".", description="File or directory to search (default: the workspace).")
+    pattern: str = Field(description="Regex (ripgrep syntax), or text with literal.")
+    path: str = Field(default=".", description="File or directory to search.")
     glob: str | None = Field(
         default=None,
-        description="Only search files matching this glob: '*.py' matches names at any depth, 'src/**/*.ts' "
-                    "matches paths relative to `path`.",
+        description="Only files matching this glob ('*.py', 'src/**/*.ts').",
     )
-    ignore_case: bool = Field(default=False, description="Match case-insensitively.")
-    literal: bool = Field(default=False, description="Treat pattern as plain text, not a regex.")
-    context: int = Field(default=0, ge=0, le=50, description="Lines of context to show before and after each match.")
-    limit: int = Field(default=DEFAULT_LIMIT, ge=1, description=f"Maximum matching lines (default {DEFAULT_LIMIT}).")
+    ignore_case: bool = Field(default=False, description="Ignore case.")
+    literal: bool = Field(default=False, description="Pattern is plain text.")
+    context: int = Field(default=0, ge=0, le=50, description="Lines around each match.")
+    limit: int = Field(default=DEFAULT_LIMIT, ge=1, description="Maximum matching lines.")
 
 
 @dataclass
@@ -59,10 +66,8 @@ class _Line:
 class GrepTool(Tool):
     name: ClassVar[str] = "grep"
     description: ClassVar[str] = (
-        "Search file contents for a regular expression (ripgrep syntax), skipping .gitignore'd files, .git "
-        "and binary files. Output lines are `path:line:text` (context lines `path-line-text`). Results stop at "
-        f"`limit` matches (default {DEFAULT_LIMIT}) with a notice; long lines are cut at {MAX_LINE_CHARS} "
-        "characters. Use glob to restrict to some files."
+        "Search file contents for a regex, skipping .gitignore'd, .git and binary files. Prints "
+        "`path:line:text`."
     )
     Params: ClassVar[type[BaseModel]] = GrepParams
 
@@ -75,6 +80,8 @@ class GrepTool(Tool):
         if self.backend == "python":
             return None
         found = self.rg_path or shutil.which("rg")
+        if found is not None:
+            found = os.path.abspath(found)
         if found is None and self.backend == "rg":
             raise ToolError("ripgrep (rg) is not installed")
         return found
@@ -82,15 +89,17 @@ class GrepTool(Tool):
     def run(self, params: GrepParams, ctx: ToolContext) -> ToolOutput:
         if not params.pattern:
             raise ToolError("pattern is empty")
-        target = resolve_for_read(ctx.workspace, params.path)
+        target = resolve_for_read(ctx.workspace, params.path, read_roots(ctx))
         shown = display_path(ctx.workspace, target)
         if not target.exists():
             raise ToolError(f"Path not found: {shown}")
         root = target if target.is_dir() else target.parent
         glob = GlobMatcher(params.glob) if params.glob else None
         rg = self._ripgrep()
-        cancel = ctx.cancel
-        search = _search_rg(rg, target, params, cancel) if rg else _search_python(target, params, glob, cancel)
+        stop = _Stop(ctx.cancel, ctx.search_timeout)
+        env = ctx.command_env()
+        search = (_search_rg(rg, target, params, stop, env) if rg
+                  else _search_python(target, params, glob, stop, env))
         lines, capped, warnings = _take(search, params.limit, params.context)
         if not any(line.is_match for line in lines):
             note = "".join(f"\n{w}" for w in warnings)
@@ -174,9 +183,74 @@ def _render(lines: list[_Line], capped: bool, warnings: list[str], params: GrepP
     return ToolOutput(text, details={"matches": matches, "truncated": capped or cut_by_size})
 
 
+# -- subprocess control ------------------------------------------------------------------------------------
+class _Stop:
+    """Kills a search subprocess when the turn is cancelled or the search runs out of time, even while it
+    produces no output, and remembers which of the two happened."""
+
+    def __init__(self, cancel: threading.Event, timeout: float) -> None:
+        self.cancel = cancel
+        self.timeout = timeout
+        self.reason: str | None = None
+
+    def watch(self, proc: subprocess.Popen[bytes], done: threading.Event) -> threading.Thread:
+        """Start watching `proc` until `done` is set (at once when set: joining the watcher never waits)."""
+        deadline = time.monotonic() + self.timeout
+        thread = threading.Thread(target=self._kill_when_due, args=(proc, deadline, done), daemon=True)
+        thread.start()
+        return thread
+
+    def _kill_when_due(self, proc: subprocess.Popen[bytes], deadline: float, done: threading.Event) -> None:
+        while not done.wait(min(0.05, max(deadline - time.monotonic(), 0))):
+            if self.cancel.is_set():
+                self.reason = "cancelled"
+            elif time.monotonic() >= deadline:
+                self.reason = "timed_out"
+            else:
+                continue
+            proc.kill()
+            return
+
+    def raise_if_stopped(self) -> None:
+        if self.reason == "cancelled" or self.cancel.is_set():
+            raise ToolError("grep was cancelled")
+        if self.reason == "timed_out":
+            raise ToolError(f"grep was stopped after {self.timeout:g} s. Narrow the search with path or glob, "
+                            "or simplify the pattern.")
+
+
+def _stream(command: list[str], cwd: Path, stdin: int | IO[bytes], stop: _Stop, env: Mapping[str, str],
+            what: str) -> Generator[bytes, None, tuple[int, str]]:
+    """Run a search subprocess and yield its stdout lines; returns (exit code, stderr). Kills it when the
+    consumer stops early, on cancel and on timeout."""
+    with tempfile.TemporaryFile() as stderr:
+        try:
+            argv, kwargs = tool_command(command, env)
+            proc = subprocess.Popen(argv, cwd=cwd, stdin=stdin, stdout=subprocess.PIPE, stderr=stderr, **kwargs)
+        except OSError as exc:
+            raise ToolError(f"Could not run {what}: {exc.strerror or exc}") from exc
+        assert proc.stdout is not None
+        done = threading.Event()
+        watcher = stop.watch(proc, done)
+        try:
+            yield from proc.stdout
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.stdout.close()
+            proc.wait()
+            done.set()
+            watcher.join()
+        stop.raise_if_stopped()
+        stderr.seek(0)
+        return proc.returncode, stderr.read().decode("utf-8", errors="replace").strip()
+
+
 # -- ripgrep -------------------------------------------------------------------------------------------
-def _search_rg(rg: str, target: Path, params: GrepParams, cancel: threading.Event) -> Generator[_Line | str, None, None]:
+def _search_rg(rg: str, target: Path, params: GrepParams, stop: _Stop,
+               env: Mapping[str, str]) -> Generator[_Line | str, None, None]:
     cwd, where = (target, ".") if target.is_dir() else (target.parent, target.name)
+    # No --follow: symlinks met while walking are not followed, so a link cannot lead outside the workspace.
     command = [rg, "--json", "--no-config", "--hidden", "--no-ignore-dot", "--sort", "path",
                "--glob", "!.git"]
     if params.glob:
@@ -188,47 +262,28 @@ def _search_rg(rg: str, target: Path, params: GrepParams, cancel: threading.Even
     if params.context:
         command += ["--context", str(params.context)]
     command += ["--regexp", params.pattern, "--", where]
-    with tempfile.TemporaryFile() as stderr:
-        try:
-            proc = subprocess.Popen(command, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=stderr)
-        except OSError as exc:
-            raise ToolError(f"Could not run ripgrep ({rg}): {exc.strerror or exc}") from exc
-        assert proc.stdout is not None
-        watcher = threading.Thread(target=_kill_on_cancel, args=(proc, cancel), daemon=True)
-        watcher.start()
-        found_any = False
-        try:
-            for raw in proc.stdout:
-                line = _parse_rg_event(raw)
-                if line is not None:
-                    found_any = True
-                    yield line
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.stdout.close()
-            proc.wait()
-            watcher.join()
-        if cancel.is_set():
-            raise ToolError("grep was cancelled")
-        stderr.seek(0)
-        errors = stderr.read().decode("utf-8", errors="replace").strip()
-    if proc.returncode == 2 and errors:
+    found_any = False
+    lines = _stream(command, cwd, subprocess.DEVNULL, stop, env, f"ripgrep ({rg})")
+    try:
+        while True:
+            try:
+                raw = next(lines)
+            except StopIteration as done:
+                returncode, errors = done.value
+                break
+            line = _parse_rg_event(raw)
+            if line is not None:
+                found_any = True
+                yield line
+    finally:
+        lines.close()  # stops ripgrep when the caller has enough
+    if returncode == 2 and errors:
         if found_any:
             yield f"[Some files could not be searched: {errors.splitlines()[0]}]"
         elif "regex" in errors:
             raise ToolError(f"Invalid pattern: {errors}. Set literal=true to search for the text as is.")
         else:
             raise ToolError(f"ripgrep failed: {errors}")
-
-
-def _kill_on_cancel(proc: subprocess.Popen[bytes], cancel: threading.Event) -> None:
-    """Stop ripgrep when the turn is cancelled, even while it is searching without output."""
-    while proc.poll() is None:
-        if cancel.wait(0.05):
-            proc.kill()
-            return
 
 
 def _parse_rg_event(raw: bytes) -> _Line | None:
@@ -252,54 +307,40 @@ def _rg_text(field: dict[str, str]) -> str:
 
 
 # -- Python fallback -------------------------------------------------------------------------------------
-def _compile(params: GrepParams) -> re.Pattern[str]:
-    source = re.escape(params.pattern) if params.literal else params.pattern
-    try:
-        return re.compile(source, re.IGNORECASE if params.ignore_case else 0)
-    except re.error as exc:
-        raise ToolError(f"Invalid pattern: {exc}. Set literal=true to search for the text as is.") from exc
-
-
-def _search_python(target: Path, params: GrepParams, glob: GlobMatcher | None,
-                   cancel: threading.Event) -> Generator[_Line | str, None, None]:
-    regex = _compile(params)
+def _search_python(target: Path, params: GrepParams, glob: GlobMatcher | None, stop: _Stop,
+                   env: Mapping[str, str]) -> Generator[_Line | str, None, None]:
     if target.is_dir():
-        files: Iterator[str] = (p for p in list_files(target) if glob is None or glob.matches(p))
         root = target
+        files = [p for p in list_files(target, env) if glob is None or glob.matches(p)]
     else:
-        files = iter([target.name])
         root = target.parent
-    for relative in files:
-        if cancel.is_set():
-            raise ToolError("grep was cancelled")
-        yield from _search_file(root / relative, relative, regex, params.context)
-
-
-def _search_file(path: Path, relative: str, regex: re.Pattern[str], context: int) -> Iterator[_Line]:
-    """Stream one file's matches with their context, reading it a line at a time."""
-    try:
-        if not path.is_file():
-            return
-        f = open(path, "rb")  # noqa: SIM115 - closed by the `with` below; opened apart so that only opening errors are skipped
-    except OSError:
-        return  # unreadable: skipped, as ripgrep does
-    with f:
-        if b"\x00" in f.read(_SNIFF_BYTES):
-            return  # binary
-        f.seek(0)
-        before: deque[_Line] = deque(maxlen=context)
-        after_left = 0
-        for number, raw in enumerate(f, 1):
-            if b"\x00" in raw:
-                return  # ripgrep stops at the first NUL it meets
-            text = raw.decode("utf-8", errors="replace").removesuffix("\n").removesuffix("\r")
-            if regex.search(text) is not None:
-                yield from before
-                before.clear()
-                yield _Line(relative, number, text, True)
-                after_left = context
-            elif after_left:
-                yield _Line(relative, number, text, False)
-                after_left -= 1
-            elif context:
-                before.append(_Line(relative, number, text, False))
+        files = [target.name]
+    if stop.cancel.is_set():
+        raise ToolError("grep was cancelled")
+    request = {"pattern": params.pattern, "ignore_case": params.ignore_case, "literal": params.literal,
+               "context": params.context, "root": str(root), "files": files}
+    # `-I`: the workspace may hold a module named like a standard one; nothing from it may be imported.
+    command = [sys.executable, "-I", str(_FALLBACK_SCRIPT)]
+    with tempfile.TemporaryFile() as stdin:
+        stdin.write(json.dumps(request).encode())
+        stdin.seek(0)
+        lines = _stream(command, root, stdin, stop, env, "the Python search")
+        try:
+            while True:
+                try:
+                    raw = next(lines)
+                except StopIteration as done:
+                    returncode, errors = done.value
+                    break
+                try:
+                    event = json.loads(raw)
+                except ValueError:
+                    continue  # a line cut short by a kill; the kill's reason is reported
+                if "error" in event:
+                    raise ToolError(f"Invalid pattern: {event['error']}. Set literal=true to search for the "
+                                    "text as is.")
+                yield _Line(event["path"], event["line"], event["text"], event["match"])
+        finally:
+            lines.close()  # stops the search when the caller has enough
+    if returncode != 0:
+        raise ToolError(f"The Python search failed: {errors.splitlines()[-1] if errors else returncode}")

@@ -8,27 +8,27 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.tools.base import Tool, ToolContext, ToolError, ToolOutput
-from bot.tools.paths import resolve_directory
+from bot.tools.paths import read_roots, resolve_directory
 
 DEFAULT_LIMIT = 500
 
 
 class LsParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    path: str = Field(default=".", description="Directory to list (default: the workspace).")
-    limit: int = Field(default=DEFAULT_LIMIT, ge=1, description=f"Maximum entries (default {DEFAULT_LIMIT}).")
+    path: str = Field(default=".", description="Directory to list.")
+    limit: int = Field(default=DEFAULT_LIMIT, ge=1, description="Maximum entries.")
 
 
 class LsTool(Tool):
     name: ClassVar[str] = "ls"
     description: ClassVar[str] = (
-        "List a directory: entry names sorted alphabetically (case-insensitive), hidden ones included, "
-        "directories with a trailing '/', symlinks as 'name -> target'. Not recursive; use find for that."
+        "List a directory (hidden entries too; directories end in '/'). Not recursive: use find."
     )
     Params: ClassVar[type[BaseModel]] = LsParams
 
     def run(self, params: LsParams, ctx: ToolContext) -> ToolOutput:
-        path, shown = resolve_directory(ctx.workspace, params.path, "use read to see its content")
+        path, shown = resolve_directory(ctx.workspace, params.path, "use read to see its content",
+                                         read_roots(ctx))
         try:
             with os.scandir(path) as it:
                 entries = sorted(it, key=lambda e: (e.name.lower(), e.name))

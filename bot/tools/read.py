@@ -15,7 +15,7 @@ from typing import BinaryIO, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.tools.base import Tool, ToolContext, ToolError, ToolOutput
-from bot.tools.paths import display_path, resolve_for_read
+from bot.tools.paths import display_path, read_roots, resolve_for_read, resolve_path
 
 MAX_LINES = 2000
 MAX_BYTES = 50 * 1024
@@ -42,33 +42,32 @@ def format_size(size: int) -> str:
 
 class ReadParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    path: str = Field(description="File to read: relative to the workspace, or absolute.")
+    path: str = Field(description="File path, relative to the workspace.")
     offset: int | None = Field(
         default=None, ge=1,
-        description="1-based line number to start from (default 1). Use the offset named in a truncation "
-                    "notice to continue reading.",
+        description="First line to read, 1-based.",
     )
     limit: int | None = Field(
         default=None, ge=1,
-        description=f"Maximum number of lines to return (default and cap {MAX_LINES}; output is also "
-                    f"capped at {MAX_BYTES // 1024} KB).",
+        description=f"Maximum lines (at most {MAX_LINES}).",
     )
 
 
 class ReadTool(Tool):
     name: ClassVar[str] = "read"
     description: ClassVar[str] = (
-        "Read a UTF-8 text file. Returns lines numbered like `cat -n` (number, tab, text). Output stops at "
-        f"{MAX_LINES} lines or {MAX_BYTES // 1024} KB, whichever comes first, with a notice giving the "
-        f"offset to continue from; lines longer than {MAX_LINE_CHARS} characters are cut with a note. "
-        "Use offset/limit to read a window of a large file. Binary and non-UTF-8 files are reported, "
-        "not shown. Paths outside the workspace may be read."
+        "Read a text file, with numbered lines. Output stops at "
+        f"{MAX_LINES} lines or {MAX_BYTES // 1024} KB with a notice naming the offset to continue from; "
+        "use offset/limit to read part of a large file. Only paths inside the workspace may be read."
     )
     Params: ClassVar[type[BaseModel]] = ReadParams
 
     def run(self, params: ReadParams, ctx: ToolContext) -> ToolOutput:
-        path = resolve_for_read(ctx.workspace, params.path)
-        shown = display_path(ctx.workspace, path)
+        path = resolve_for_read(ctx.workspace, params.path, read_roots(ctx))
+        named = resolve_path(ctx.workspace, params.path)
+        shown = display_path(ctx.workspace, named)
+        if not path.exists() and named.is_symlink():
+            raise ToolError(f"{shown} is a broken symlink (it points to {os.readlink(named)})")
         _check_readable_file(path, shown)
         try:
             with open(path, "rb") as f:

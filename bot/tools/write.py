@@ -21,17 +21,15 @@ from bot.tools.paths import display_path, resolve_for_write
 
 class WriteParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    path: str = Field(description="File to create or overwrite, relative to the workspace (or absolute "
-                                  "inside it). Missing parent directories are created.")
-    content: str = Field(description="The complete new content of the file (UTF-8).")
+    path: str = Field(description="File path, relative to the workspace.")
+    content: str = Field(description="The complete new content.")
 
 
 class WriteTool(Tool):
     name: ClassVar[str] = "write"
     description: ClassVar[str] = (
-        "Create a file or replace its whole content. Parent directories are created; the replacement is "
-        "atomic and keeps the file's permissions. Only paths inside the workspace may be written. "
-        "To change part of an existing file prefer edit."
+        "Create a file or replace its whole content (parent directories are created). Only paths inside "
+        "the workspace, outside .git/, may be written. To change part of a file, use edit."
     )
     Params: ClassVar[type[BaseModel]] = WriteParams
     mutating: ClassVar[bool] = True
