@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,11 +75,21 @@ class Runner:
 
 
 @pytest.fixture
-def runner(tmp_path: Path, fake_llm: FakeLLMServer) -> Iterator[Runner]:
-    remote, workspace = remote_and_clone(tmp_path, branches={"feature": {"feature.txt": "feature\n"}})
-    temp = tmp_path / "runner_temp"
+def runner_root() -> Iterator[Path]:
+    """The runner's directories, outside pytest's own temp root: the broker lends the agent's uid traversal
+    of the workspace's ancestors for a run, and every new pytest process (a developer's, running beside
+    this one) resets /tmp/pytest-of-<user> to 0700, which would cut an agent off mid-run."""
+    root = Path(tempfile.mkdtemp(prefix="opi-test-runner-"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def runner(runner_root: Path, fake_llm: FakeLLMServer) -> Iterator[Runner]:
+    remote, workspace = remote_and_clone(runner_root, branches={"feature": {"feature.txt": "feature\n"}})
+    temp = runner_root / "runner_temp"
     temp.mkdir()
     with FakeGitHub(token=TOKEN) as github:
         github.set_permission(REQUESTER[0], "write", "maintain")
-        yield Runner(tmp_path, remote, workspace, github, fake_llm, temp, temp / "output", temp / "summary.md",
-                     temp / "state")
+        yield Runner(runner_root, remote, workspace, github, fake_llm, temp, temp / "output",
+                     temp / "summary.md", temp / "state")

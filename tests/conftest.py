@@ -4,7 +4,8 @@
   pydantic-ai "ALLOW_MODEL_REQUESTS = False" idea, enforced at the socket so no client can slip past).
 - No test sees the developer's real config, sessions or API keys: HOME and XDG dirs point into tmp.
 
-It also holds the fixtures several modules share (`repo`, `ctx`, `fake_artifacts`), so each is written once.
+It also holds the fixtures several modules share (`repo`, `ctx`, `github`, `fake_artifacts`), so each is
+written once.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 
 from bot.tools.base import ToolContext
 from tests.fake_artifacts import FakeArtifactService
+from tests.fake_github import FakeGitHub
 
 # The scripted model server's `fake_llm` fixture (tests/fake_llm.py) and the simulated runner's `runner`
 # fixture (tests/action_runner.py), available to every test module.
@@ -99,6 +101,14 @@ def ctx(tmp_path: Path) -> ToolContext:
     """A tool context whose workspace is the test's tmp dir. (tests/test_tool_bash.py has its own, which
     also gives each test a private system temp dir to check for leftovers.)"""
     return ToolContext(workspace=tmp_path)
+
+
+@pytest.fixture
+def github() -> Iterator[FakeGitHub]:
+    """The loopback fake GitHub REST API, checking every request against GitHub's REST description.
+    (Modules whose fake needs a token, a key or state set up first define their own.)"""
+    with FakeGitHub(check_requests=True) as fake:
+        yield fake
 
 
 ARTIFACT_TOKEN = "ghs_fake_token"  # the token the `fake_artifacts` fixture's REST API accepts

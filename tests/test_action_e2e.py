@@ -259,6 +259,10 @@ def test_review_comment_reacts_on_the_review_endpoint_and_gives_context(runner: 
     prompt = json.dumps(runner.llm.requests[0].body)
     assert "README.md" in prompt and "line 265" in prompt and "@@ -1 +1 @@" in prompt
     assert runner.github.calls("GET", r"/pulls/2$") == []  # the payload already had the PR
+    # The report is a reply in the review thread, edited in place; nothing on the PR conversation.
+    replies = [c for c in runner.github.review_comments.get(2, []) if c.get("in_reply_to_id") == 284312630]
+    assert len(replies) == 1 and replies[0]["edits"] >= 1 and "✅ **opi finished**" in replies[0]["body"]
+    assert runner.github.comments == {}
 
 
 def test_scheduled_run_without_changes_posts_nothing(runner: Runner) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -211,12 +210,6 @@ def test_settings_from_inputs() -> None:
 
 
 # -- with the fake GitHub ------------------------------------------------------------------------------------
-@pytest.fixture
-def github() -> Iterator[FakeGitHub]:
-    with FakeGitHub(check_requests=True) as fake:
-        yield fake
-
-
 def test_check_autofix_reads_the_pull_request_labels_and_commits(github: FakeGitHub) -> None:
     payload = workflow_run()
     task = route_workflow_run(payload)

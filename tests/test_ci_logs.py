@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -283,12 +282,6 @@ def test_the_job_id_comes_from_the_details_url_else_the_check_run_id() -> None:
 
 
 # -- collection against the fake GitHub ---------------------------------------------------------------------
-@pytest.fixture
-def github() -> Iterator[FakeGitHub]:
-    with FakeGitHub(check_requests=True) as fake:
-        yield fake
-
-
 def _client(github: FakeGitHub) -> GitHubClient:
     return GitHubClient(github.token, "o/r", api_url=github.url, redact=Redactor(), sleep=lambda _: None)
 

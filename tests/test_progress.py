@@ -6,7 +6,6 @@ thread fed from another thread."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -194,12 +193,6 @@ def test_finish_raises_other_failures_for_the_caller() -> None:
 
 
 # -- against the fake GitHub and with the real timer thread ---------------------------------------------------
-@pytest.fixture
-def github() -> Iterator[FakeGitHub]:
-    with FakeGitHub() as fake:
-        yield fake
-
-
 def test_a_403_secondary_rate_limit_from_github_is_honoured(github: FakeGitHub, clock: Clock) -> None:
     client = GitHubClient(github.token, "o/r", api_url=github.url, redact=Redactor(), sleep=lambda _: None)
     comment = client.create_comment(1, "working…")

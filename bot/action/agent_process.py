@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import bot
 from bot.action.sandbox import AgentIdentity
 from bot.agent.worker import WORKER_RESULT, WORKER_SESSION, WorkerRequest, WorkerResult
 from bot.tools import proc
@@ -41,9 +42,15 @@ class WorkerOutcome:
 
 
 def worker_command() -> list[str]:
-    # -I: no PYTHONPATH, user site or working directory on sys.path (the workspace is the PR's code);
-    # -B: the agent's uid may not be able to write bytecode next to the package.
-    return [sys.executable, "-I", "-B", "-m", "bot.agent.worker"]
+    """The broker's own interpreter and its own copy of `bot`, whatever the environment says.
+
+    -I: no PYTHONPATH, user site or working directory on sys.path (the workspace is the PR's code), so
+    the package's directory is put first explicitly; -B: the agent's uid may not be able to write
+    bytecode next to the package."""
+    package_parent = str(Path(bot.__file__).resolve().parent.parent)
+    code = (f"import sys; sys.path.insert(0, {package_parent!r}); "
+            "from bot.agent.worker import main; raise SystemExit(main(sys.argv[1:]))")
+    return [sys.executable, "-I", "-B", "-c", code]
 
 
 def _restricted_child() -> Callable[[], None]:

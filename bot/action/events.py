@@ -174,6 +174,7 @@ class Task:
     review: ReviewContext | None = None
     pull: PullRequest | None = None  # known from the payload for review comments only
     default_branch: str = "main"
+    ref: str = ""  # a workflow_dispatch's branch (`refs/heads/` removed): the run works from there
 
     @property
     def on_pull_request(self) -> bool:
@@ -508,6 +509,7 @@ def _route_scheduled(event: DispatchEvent, event_name: str, prompt: str) -> Task
     if not text:
         return Ignored(f"{event_name} run without a prompt: set the action's `prompt` input")
     repo = event.repository.full_name if event.repository else ""
+    ref = event.ref or ""
     return Task(kind="scheduled", event_name=event_name, repo=repo, instructions=text, is_fix=False,
                 requester=event.sender, default_branch=event.repository.default_branch if event.repository
-                else "main")
+                else "main", ref=ref.removeprefix("refs/heads/") if ref.startswith("refs/heads/") else "")

@@ -77,8 +77,21 @@ def hardened_args() -> list[str]:
 
 @functools.cache
 def _git_home() -> Path:
-    """An empty HOME of the broker's own: git reads HOME-relative defaults even with global config off."""
-    return Path(tempfile.mkdtemp(prefix="opi-git-home-"))
+    """An empty HOME of the broker's own: git reads HOME-relative defaults even with global config off
+    (readable by the workspace owner, as whom git may run)."""
+    home = Path(tempfile.mkdtemp(prefix="opi-git-home-"))
+    home.chmod(0o755)
+    return home
+
+
+def _owner_if_root(path: Path) -> tuple[int, int] | None:
+    if os.geteuid() != 0:
+        return None
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return (info.st_uid, info.st_gid) if info.st_uid != 0 else None
 
 
 def git_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -97,8 +110,9 @@ class Git:
 
     def __init__(self, cwd: Path, *, git_dir: Path | None = None, work_tree: Path | None = None,
                  redact: Redactor | None = None, token: str = "", server_url: str = "https://github.com",
-                 identity: Identity | None = None) -> None:
+                 identity: Identity | None = None, run_as: tuple[int, int] | None = None) -> None:
         self.cwd = cwd
+        self.run_as = run_as  # (uid, gid) git runs as, so what it writes belongs to them
         self.git_dir = git_dir
         self.work_tree = work_tree
         self.redact = redact or Redactor()
@@ -119,7 +133,8 @@ class Git:
             try:
                 proc = subprocess.run(argv, cwd=self.cwd, env=git_environment(extra=extra), input=stdin,
                                       capture_output=True, text=True, timeout=GIT_TIMEOUT, check=False,
-                                      pass_fds=fds)
+                                      pass_fds=fds, user=self._uid, group=self._gid,
+                                      extra_groups=[] if self.run_as else None)
             except FileNotFoundError:
                 raise GitError("git is not installed (the action's image must provide it)") from None
             except subprocess.TimeoutExpired:
@@ -132,6 +147,14 @@ class Git:
 
     def out(self, *args: str) -> str:
         return self.run(*args).stdout.strip()
+
+    @property
+    def _uid(self) -> int | None:
+        return self.run_as[0] if self.run_as else None
+
+    @property
+    def _gid(self) -> int | None:
+        return self.run_as[1] if self.run_as else None
 
     def _location(self) -> list[str]:
         where = [f"--git-dir={self.git_dir}"] if self.git_dir else []
@@ -149,10 +172,12 @@ class Git:
 
 
 class Repo(Git):
-    """The workspace checkout, used by the broker before the agent runs."""
+    """The workspace checkout, used by the broker before the agent runs. As root, git runs as the
+    workspace's owner, so a checkout leaves no root-owned file that the job's later steps (or the agent)
+    could not change."""
 
     def __init__(self, workspace: Path, **kwargs: object) -> None:
-        super().__init__(workspace, **kwargs)  # type: ignore[arg-type]
+        super().__init__(workspace, run_as=_owner_if_root(workspace), **kwargs)  # type: ignore[arg-type]
         self.workspace = workspace
 
     def ensure_repo(self) -> None:

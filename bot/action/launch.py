@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shutil
+import site
 import stat
 import sys
 import threading
@@ -29,6 +30,7 @@ from bot.action.sandbox import (
     agent_environment,
     choose_identity,
     chown_tree,
+    grant_traversal,
     locked_dirs,
     make_agent_dirs,
     reachable_for,
@@ -67,7 +69,8 @@ class LaunchResult:
 
 def run_isolated(spec: AgentRunSpec, *, secrets: Mapping[str, str], redact: Redactor,
                  on_event: Callable[[dict[str, Any]], None], log: Callable[[str], None],
-                 cancelled: threading.Event, on_locked: Callable[[list[Any]], None] | None = None) -> LaunchResult:
+                 cancelled: threading.Event, on_locked: Callable[[Any], None] | None = None,
+                 on_lent: Callable[[list[Any]], None] | None = None) -> LaunchResult:
     """Run the agent in a worker process that holds no secret. `secrets` maps names to values (every
     provider key, token and runner credential); none of them reaches the worker."""
     identity = choose_identity(spec.workspace)
@@ -84,7 +87,7 @@ def run_isolated(spec: AgentRunSpec, *, secrets: Mapping[str, str], redact: Reda
 
     try:
         with _model_route(spec.settings, secrets, log) as (settings, model_env), \
-                _workspace_lent(spec.workspace, identity):
+                _workspace_lent(spec.workspace, identity, log, on_lent):
             request = _request(spec, settings, dirs, identity)
             env = agent_environment(os.environ, secrets.values(), home=dirs.home, tmp=dirs.tmp)
             env.update(model_env)
@@ -121,18 +124,21 @@ def _model_route(settings: Settings, secrets: Mapping[str, str],
 
 
 @contextlib.contextmanager
-def _workspace_lent(workspace: Path, identity: AgentIdentity) -> Iterator[None]:
+def _workspace_lent(workspace: Path, identity: AgentIdentity, log: Callable[[str], None],
+                    on_lent: Callable[[list[Any]], None] | None = None) -> Iterator[None]:
     """A root-owned workspace is handed to the dedicated uid for the run and handed back afterwards; the
     workspace, the interpreter and the package are made reachable for the agent's uid."""
-    needed = [workspace, Path(sys.executable), Path(bot.__file__)]
+    grant_traversal([Path(sys.executable), *map(Path, site.getsitepackages()), Path(bot.__file__)], identity, log)
     if not identity.dedicated:
-        with reachable_for(needed, identity):
+        with reachable_for(workspace, identity):
             yield
         return
     owner = workspace.stat()
+    if on_lent is not None:  # should this process be killed, the post step hands it back
+        on_lent([str(workspace), owner.st_uid, owner.st_gid])
     chown_tree(workspace, identity.uid or 0, identity.gid or 0)
     try:
-        with reachable_for(needed, identity):
+        with reachable_for(workspace, identity):
             yield
     finally:
         chown_tree(workspace, owner.st_uid, owner.st_gid)

@@ -23,7 +23,8 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from bot.action import comment as render
-from bot.action.events import EventError, Ignored, Task, load_event, route
+from bot.action.app_auth import AppAuthError
+from bot.action.events import EventError, Ignored, PullRequest, Task, load_event, route
 from bot.action.github_api import GitHubError
 from bot.action.gitops import (
     Changes,
@@ -39,6 +40,7 @@ from bot.action.gitops import (
 from bot.action.inputs import (
     ActionInputs,
     InputError,
+    Mode,
     RunnerContext,
     host_relative_path,
     read_context,
@@ -90,7 +92,7 @@ def run_action(argv: list[str]) -> int:
     if args.post:
         from bot.action.post import run_post
 
-        return run_post(redact)
+        return run_post(redact, token=_post_step_app_token(redact))
     context = read_context(cwd=Path.cwd() if args.dry_run else None)
     try:
         inputs = read_inputs()
@@ -99,11 +101,31 @@ def run_action(argv: list[str]) -> int:
     except (InputError, EventError) as exc:
         log_error(redact(str(exc)))
         return _failed_early(context, redact, EXIT_USAGE)
-    except GitHubError as exc:
+    except (GitHubError, AppAuthError) as exc:
         # Before the tracking comment exists (bad credentials, the permission check) there is nowhere to
         # report but the log; the outputs and the state still say how it ended.
         log_error(redact(str(exc)))
         return _failed_early(context, redact, EXIT_FAILED)
+
+
+def _post_step_app_token(redact: Redactor) -> str | None:
+    """With app inputs the post step mints its own installation token (the main step's is not kept)."""
+    from bot.action.app_auth import mint_installation_token
+
+    try:
+        inputs = read_inputs()
+    except InputError:
+        return None
+    if not inputs.uses_app:
+        return None
+    context = read_context()
+    try:
+        return mint_installation_token(inputs.app_id, inputs.app_private_key, context.repository,
+                                       installation_id=inputs.app_installation_id, api_url=context.api_url,
+                                       redact=redact).token
+    except AppAuthError as exc:
+        log_error(str(exc))
+        return None
 
 
 def _failed_early(context: RunnerContext, redact: Redactor, code: int) -> int:
@@ -122,12 +144,6 @@ def _failed_early(context: RunnerContext, redact: Redactor, code: int) -> int:
 
 def log(message: str, redact: Redactor | None = None) -> None:
     print(redact(message) if redact else message, file=sys.stderr, flush=True)
-
-
-def _one_line(value: object) -> str:
-    """Model output for a log line: one line, so a newline cannot start a `::command::`."""
-    text = value if isinstance(value, str) else repr(value)
-    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def log_error(message: str) -> None:
@@ -163,6 +179,38 @@ class BranchPlan:
     open_pr_into: str | None = None  # base of the PR to open or update
     start_from: str | None = None  # remote branch a new branch starts from
     patch_only_reason: str = ""
+
+
+def plan_branch(task: Task, pull: PullRequest | None, *, mode: Mode, base_branch: str = "",
+                dry_run: bool = False) -> BranchPlan:
+    """Where the work happens and how it is delivered: a pure function of the task, its pull request
+    (None unless the task is on one), the `mode` and `base_branch` inputs."""
+    if dry_run:
+        return BranchPlan(checkout="current", branch="", patch_only_reason="Dry run: nothing is pushed.")
+    if task.on_pull_request:
+        if pull is None:
+            raise ValueError("a task on a pull request needs the pull request")
+        return _plan_on_pull(pull, mode)
+    base = base_branch or task.ref or task.default_branch
+    branch = f"opi/issue-{task.number}" if task.kind == "issue_comment" else "opi/maintenance"
+    if mode == "comment":
+        return BranchPlan(checkout="new_branch", branch=branch, start_from=base,
+                          patch_only_reason="`mode: comment`: the patch is posted, not pushed.")
+    return BranchPlan(checkout="new_branch", branch=branch, start_from=base, push_to=branch, open_pr_into=base)
+
+
+def _plan_on_pull(pull: PullRequest, mode: Mode) -> BranchPlan:
+    if pull.is_fork:
+        return BranchPlan(checkout="pull_ref", branch=f"opi/pr-{pull.number}",
+                          patch_only_reason="This pull request comes from a fork, and opi never pushes to forks "
+                                            "with the repository token.")
+    if mode == "comment":
+        return BranchPlan(checkout="pr_head", branch=pull.head.ref,
+                          patch_only_reason="`mode: comment`: the patch is posted, not pushed.")
+    if mode == "pr":
+        return BranchPlan(checkout="new_branch", branch=f"opi/pr-{pull.number}", start_from=pull.head.ref,
+                          push_to=f"opi/pr-{pull.number}", open_pr_into=pull.head.ref)
+    return BranchPlan(checkout="pr_head", branch=pull.head.ref, push_to=pull.head.ref)
 
 
 @dataclass
@@ -341,17 +389,30 @@ class ActionRun:
             except GitHubError as exc:  # a missing reaction is cosmetic; the tracking comment matters
                 log(f"opi: warning: {exc}")
         if task.number is not None:
-            tracking = github.create_comment(task.number, render.tracking_body(task, self.context.run_url))
+            body = render.tracking_body(task, self.context.run_url)
+            if task.comment_kind == "review" and task.comment_id is not None:
+                # A line comment in a review is answered in its own thread.
+                tracking = github.reply_to_review_comment(task.number, task.comment_id, body)
+                self.state.extra["tracking_kind"] = "review"
+            else:
+                tracking = github.create_comment(task.number, body)
             self.state.tracking_comment_id = tracking.id
             self._save_state()
-            self._progress = self._progress_reporter(github, tracking.id, task)
+            self._progress = self._progress_reporter(github, task)
             self._progress.start()
 
-    def _progress_reporter(self, github: GitHubClient, comment_id: int, task: Task) -> ProgressReporter:
+    def _edit_tracking(self, github: GitHubClient, body: str, *, retry: bool = True) -> None:
+        comment_id = self.state.tracking_comment_id or 0
+        if self.state.extra.get("tracking_kind") == "review":
+            github.edit_review_comment(comment_id, body, retry=retry)
+        else:
+            github.edit_comment(comment_id, body, retry=retry)
+
+    def _progress_reporter(self, github: GitHubClient, task: Task) -> ProgressReporter:
         from bot.action.progress import ProgressReporter
 
         run = f" · [follow the run]({self.context.run_url})" if self.context.run_url else ""
-        return ProgressReporter(lambda body: github.edit_comment(comment_id, body, retry=False),
+        return ProgressReporter(lambda body: self._edit_tracking(github, body, retry=False),
                                 header=render.tracking_body(task, self.context.run_url).split("\n\n")[0],
                                 footer=f"_This comment is updated as opi works{run}._", log=log)
 
@@ -425,29 +486,11 @@ class ActionRun:
             log(f"opi: warning: could not put the workspace back on `{start}`: {exc}")
 
     def _plan(self, task: Task) -> BranchPlan:
-        mode = self.inputs.mode
-        if self.dry_run:
-            return BranchPlan(checkout="current", branch="", patch_only_reason="Dry run: nothing is pushed.")
-        if task.on_pull_request:
+        pull = None
+        if task.on_pull_request and not self.dry_run:
             pull = task.pull or self._require_github().get_pull(task.number or 0)
-            if pull.is_fork:
-                return BranchPlan(checkout="pull_ref", branch=f"opi/pr-{pull.number}",
-                                  patch_only_reason="This pull request comes from a fork, and opi never pushes "
-                                                    "to forks with the repository token.")
-            if mode == "comment":
-                return BranchPlan(checkout="pr_head", branch=pull.head.ref,
-                                  patch_only_reason="`mode: comment`: the patch is posted, not pushed.")
-            if mode == "pr":
-                return BranchPlan(checkout="new_branch", branch=f"opi/pr-{pull.number}", start_from=pull.head.ref,
-                                  push_to=f"opi/pr-{pull.number}", open_pr_into=pull.head.ref)
-            return BranchPlan(checkout="pr_head", branch=pull.head.ref, push_to=pull.head.ref)
-        base = self.inputs.base_branch or task.default_branch
-        branch = f"opi/issue-{task.number}" if task.kind == "issue_comment" else "opi/maintenance"
-        if mode == "comment":
-            return BranchPlan(checkout="new_branch", branch=branch, start_from=base,
-                              patch_only_reason="`mode: comment`: the patch is posted, not pushed.")
-        return BranchPlan(checkout="new_branch", branch=branch, start_from=base, push_to=branch,
-                          open_pr_into=base)
+        return plan_branch(task, pull, mode=self.inputs.mode, base_branch=self.inputs.base_branch,
+                           dry_run=self.dry_run)
 
     def _checkout(self, repo: Repo, plan: BranchPlan, task: Task) -> str:
         if plan.checkout == "current":
@@ -490,10 +533,12 @@ class ActionRun:
         self._agent_running = True
         try:
             launched = run_isolated(spec, secrets=self.secrets, redact=self.redact, on_event=self._on_agent_event,
-                                    log=log, cancelled=self.cancel, on_locked=self._record_locked)
+                                    log=log, cancelled=self.cancel, on_locked=self._record_locked,
+                                    on_lent=self._record_lent)
         finally:
             self._agent_running = False
-            if self.state.extra.pop("locked_dirs", None) is not None:
+            given_back = [self.state.extra.pop(key, None) for key in ("locked_dirs", "lent_workspace")]
+            if any(entry is not None for entry in given_back):
                 self._save_state()
             if self._ci_logs is not None:
                 shutil.rmtree(self._ci_logs, ignore_errors=True)
@@ -505,6 +550,12 @@ class ActionRun:
             log(f"opi: agent finished: {result.outcome} after {result.turns} turns")
         return AgentRun(result, launched.session_path, launched.model, self.redact(launched.error))
 
+    def _record_lent(self, entry: list[Any]) -> None:
+        """A root-owned workspace lent to the agent's dedicated uid: the post step hands it back if this
+        process is killed before it does."""
+        self.state.extra["lent_workspace"] = entry
+        self._save_state()
+
     def _record_locked(self, locked: list[tuple[Path, os.stat_result]]) -> None:
         """Should this process be killed while the runner's directories are locked, the post step gives
         them back from this record."""
@@ -513,27 +564,21 @@ class ActionRun:
         self._save_state()
 
     def _on_agent_event(self, event: dict[str, Any]) -> None:
-        """The agent's events, as it works: one log line per tool call and notable event. Everything in
-        them is model output: redacted and flattened to one line, so none can pose as a workflow command."""
+        """The agent's events, as it works: progress for the tracking comment, and the lines print mode
+        shows (`→ bash command=…`). Everything in them is model output: redacted, and one line each, so
+        none can pose as a workflow command."""
+        from bot.agent.events import human_line, shown_event
+
         if self._progress is not None:
             self._progress.feed(event)
-        kind = event.get("type")
-        if kind == "worker_session":  # the broker's mirror of it: the post step finds it there
+        if event.get("type") == "worker_session":  # the broker's mirror of it: the post step finds it there
             self.state.session_path = str(event.get("path"))
             self._save_state()
-        elif kind == "tool_start" and isinstance(event.get("tool_call"), dict):
-            call = event["tool_call"]
-            log(f"opi: tool {_one_line(call.get('name'))} {_one_line(call.get('arguments'))[:200]}", self.redact)
-        elif kind == "tool_end" and event.get("is_error"):
-            log(f"opi: tool {_one_line(event.get('tool_name'))} failed: {_one_line(event.get('text'))[:300]}",
-                self.redact)
-        elif kind == "retry":
-            log(f"opi: retrying the model (attempt {event.get('attempt')}): {_one_line(event.get('error'))}",
-                self.redact)
-        elif kind == "compaction_end":
-            log(f"opi: compacted the context: {event.get('tokens_before')} -> {event.get('tokens_after')} tokens")
-        elif kind == "warning":
-            log(f"opi: warning: {_one_line(event.get('message'))}", self.redact)
+            return
+        shown = shown_event(event)
+        line = human_line(shown) if shown is not None else None
+        if line is not None:
+            log(line, self.redact)
 
     def _pull_feedback(self, task: Task, head_sha: str) -> str:
         """For `/opi fix` on a PR: its failing checks with the failing part of their CI logs, and review
@@ -779,10 +824,9 @@ class ActionRun:
         error = ""
         try:
             if self._progress is not None:
-                self._progress.finish(body)  # replaces the progress with the report
-                posted = True
-            elif self.state.tracking_comment_id is not None:
-                github.edit_comment(self.state.tracking_comment_id, body)
+                self._progress.stop()  # the report replaces the progress, with the write retries below
+            if self.state.tracking_comment_id is not None:
+                self._edit_tracking(github, body)
                 posted = True
             elif should_comment:
                 github.create_comment(task.number or 0, body)
@@ -800,11 +844,11 @@ class ActionRun:
         return EXIT_OK if report.status in ("success", "no_changes") and posted is not False else EXIT_FAILED
 
     def _log_conclusion(self, report: render.Report) -> None:
-        message = f"opi: {report.status}" + (f": {self.redact(report.reason)}" if report.reason else "")
+        message = report.status + (f": {self.redact(report.reason)}" if report.reason else "")
         if report.status == "error":
-            log_error(message)
+            log_error(message)  # prefixed once, by the runner's `::error::` or by `opi action: `
         else:
-            log(message)
+            log(f"opi: {message}")
 
     def _write_outputs(self, report: render.Report) -> None:
         delivered, agent_run = self._delivered, self._agent_run
@@ -838,6 +882,9 @@ class ActionRun:
         body = render.render_report(report, self.redact)
         print(body)
         self._write_outputs(report)
+        if self._patch_path is not None:
+            log(f"opi: dry run: nothing was pushed; the change is already in the working tree "
+                f"({self.context.workspace}), and the patch is saved at {self._patch_path}")
         return EXIT_OK if report.status in ("success", "no_changes") else EXIT_FAILED
 
 

@@ -50,6 +50,7 @@ def run_post(redact: Redactor, *, token: str | None = None) -> int:
     if state is None:
         _log("opi post: no run state found (the main step stopped before starting work); nothing to finalise")
         return 0
+    _give_back_locked_dirs(state)
     if not state.needs_post_step:
         _log(f"opi post: the run finished ({state.conclusion or 'no conclusion'}) and its report is posted; "
              "nothing to finalise")
@@ -64,6 +65,34 @@ def run_post(redact: Redactor, *, token: str | None = None) -> int:
              f"({redact(state.report_error) or 'no reason recorded'}), and no report was kept to post again")
         return 1
     return _finalise_stopped_run(state, token, context, redact)
+
+
+def _give_back_locked_dirs(state: RunState) -> None:
+    """The main step locks the runner's directories against the agent while it runs (and lends a
+    root-owned workspace to the agent's uid); killed meanwhile, it could not give them back, and the job's
+    later steps need them."""
+    from bot.action.sandbox import unlock
+
+    locked = state.extra.get("locked_dirs") or []
+    saved = []
+    for entry in locked:
+        try:
+            path, uid, gid, mode = str(entry[0]), int(entry[1]), int(entry[2]), int(entry[3])
+        except (TypeError, ValueError, IndexError):
+            continue
+        saved.append((Path(path), os.stat_result((mode, 0, 0, 0, uid, gid, 0, 0, 0, 0))))
+    if saved:
+        unlock(saved)
+        _log(f"opi post: gave back {len(saved)} directories the main step had locked against the agent")
+    lent = state.extra.get("lent_workspace")
+    if isinstance(lent, list) and len(lent) == 3:
+        from bot.action.sandbox import chown_tree
+
+        try:
+            chown_tree(Path(str(lent[0])), int(lent[1]), int(lent[2]))
+            _log(f"opi post: gave the workspace {lent[0]} back to uid {lent[1]}")
+        except (OSError, ValueError) as exc:
+            _log(f"opi post: could not give the workspace back: {exc}")
 
 
 def _input_token() -> str:
@@ -200,7 +229,9 @@ def _publish(state: RunState, token: str, api_url: str, body: str, redact: Redac
 
     try:
         github = GitHubClient(token, state.repo, api_url=api_url, redact=redact)
-        if state.tracking_comment_id is not None:
+        if state.tracking_comment_id is not None and state.extra.get("tracking_kind") == "review":
+            github.edit_review_comment(state.tracking_comment_id, body)  # the reply in a review thread
+        elif state.tracking_comment_id is not None:
             github.edit_comment(state.tracking_comment_id, body)
         elif state.number is not None:
             comment = github.create_comment(state.number, body)

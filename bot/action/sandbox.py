@@ -160,25 +160,43 @@ def unlock(saved: Iterable[tuple[Path, os.stat_result]]) -> None:
             os.chmod(directory, stat.S_IMODE(info.st_mode))
 
 
+def _blocked_ancestors(path: Path) -> list[tuple[Path, int]]:
+    """Ancestors without o+x, of the path as given and of where its links lead (a venv's `python` is a
+    link into the base interpreter's tree)."""
+    blocked: dict[Path, int] = {}
+    for ancestor in (*path.absolute().parents, *path.resolve().parents):
+        mode = stat.S_IMODE(ancestor.stat().st_mode)
+        if not mode & stat.S_IXOTH:
+            blocked.setdefault(ancestor, mode)
+    return list(blocked.items())
+
+
 @contextlib.contextmanager
-def reachable_for(paths: Iterable[Path], identity: AgentIdentity) -> Iterator[None]:
-    """Let the agent's uid traverse to each of `paths` (the workspace, the Python it runs, the package): an
-    ancestor without o+x (a root-owned `mktemp -d`, an interpreter under /root) gets it for the run and
-    loses it afterwards. Traversal only: nothing can be listed that could not be before."""
-    changed: dict[Path, int] = {}
-    if identity.separate and os.geteuid() == 0:
-        for path in paths:
-            for ancestor in path.resolve().parents:
-                mode = stat.S_IMODE(ancestor.stat().st_mode)
-                if not mode & stat.S_IXOTH and ancestor not in changed:
-                    os.chmod(ancestor, mode | stat.S_IXOTH)
-                    changed[ancestor] = mode
+def reachable_for(path: Path, identity: AgentIdentity) -> Iterator[None]:
+    """Let the agent's uid traverse to the workspace: an ancestor without o+x (a root-owned `mktemp -d`)
+    gets it for the run and loses it afterwards. Traversal only: nothing can be listed that could not be
+    before."""
+    changed = _blocked_ancestors(path) if identity.separate and os.geteuid() == 0 else []
+    for ancestor, mode in changed:
+        os.chmod(ancestor, mode | stat.S_IXOTH)
     try:
         yield
     finally:
-        for ancestor, mode in changed.items():
+        for ancestor, mode in changed:
             with contextlib.suppress(OSError):
                 os.chmod(ancestor, mode)
+
+
+def grant_traversal(paths: Iterable[Path], identity: AgentIdentity, log: Callable[[str], None]) -> None:
+    """Let the agent's uid reach the Python it runs and this package (an interpreter under /root, say).
+    Kept afterwards: another run may be starting its agent from the same interpreter meanwhile, and
+    taking it back would cut that agent off. Logged, since it changes the machine."""
+    if not identity.separate or os.geteuid() != 0:
+        return
+    for path in paths:
+        for ancestor, mode in _blocked_ancestors(path):
+            os.chmod(ancestor, mode | stat.S_IXOTH)
+            log(f"opi: made {ancestor} traversable (o+x) so that the agent's uid can run {path}")
 
 
 def chown_tree(root: Path, uid: int, gid: int) -> None:

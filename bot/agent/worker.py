@@ -1,4 +1,4 @@
-"""`python -P -m bot agent-worker`: the agent half of the action's broker/agent split.
+"""The agent worker (`python -I -m bot.agent.worker`): the agent half of the action's broker/agent split.
 
 The broker (`opi action`) holds every secret and starts this process under an unprivileged uid with a
 scrubbed environment. It reads one JSON request on stdin (the prompt, the settings, where the session goes)
@@ -149,7 +149,7 @@ def main(argv: list[str]) -> int:
     from bot.tools.proc import harden_current_process
 
     if argv:
-        print("usage: python -m bot agent-worker < REQUEST.json", file=sys.stderr)
+        print("usage: python -I -m bot.agent.worker < REQUEST.json", file=sys.stderr)
         return 2
     harden_current_process()  # tool subprocesses (same uid) must not read this process's memory
     try:

@@ -69,17 +69,9 @@ class HumanRenderer:
         self.err = err
 
     def __call__(self, event: ev.Event) -> None:
-        if isinstance(event, ev.ToolStart):
-            self._line(f"→ {event.tool_call.name} {_brief_arguments(event.tool_call.arguments)}".rstrip())
-        elif isinstance(event, ev.ToolEnd) and event.is_error:
-            self._line(f"  ✗ {event.tool_name}: {_first_line(event.text)}")
-        elif isinstance(event, ev.Retry):
-            self._line(f"retry {event.attempt} in {event.delay_seconds:.1f}s: {event.error}")
-        elif isinstance(event, ev.Warning):
-            self._line(f"warning: {event.message}")
-        elif isinstance(event, ev.CompactionEnd):
-            self._line(f"compacted context ({event.reason}): {event.tokens_before} → {event.tokens_after} "
-                       "tokens" + (" (fallback summary)" if event.summary_fallback else ""))
+        line = ev.human_line(event)
+        if line is not None:
+            self._line(line)
 
     def _line(self, text: str) -> None:
         print(text, file=self.err, flush=True)
@@ -108,23 +100,6 @@ def write_stdout(out: TextIO, text: str) -> None:
             os.close(devnull)
         except (OSError, ValueError):
             pass
-
-
-def _brief_arguments(arguments: Mapping[str, Any], limit: int = 120) -> str:
-    parts = []
-    for key, value in arguments.items():
-        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        text = text.replace("\n", "⏎")
-        if len(text) > 60:
-            text = text[:57] + "..."
-        parts.append(f"{key}={text}")
-    line = " ".join(parts)
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-def _first_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    return lines[0][:200] if lines else "(no output)"
 
 
 @dataclass(frozen=True)
