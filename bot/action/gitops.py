@@ -85,13 +85,27 @@ def _git_home() -> Path:
 
 
 def _owner_if_root(path: Path) -> tuple[int, int] | None:
+    """Whom git should run as in `path`: its owner, when we are root and the owner can reach it (a
+    checkout inside a root-only directory is left to root: its later users are root's anyway)."""
     if os.geteuid() != 0:
         return None
     try:
         info = path.stat()
+        if info.st_uid == 0 or not all(_traversable(ancestor, info.st_uid, info.st_gid)
+                                       for ancestor in path.absolute().parents):
+            return None
     except OSError:
         return None
-    return (info.st_uid, info.st_gid) if info.st_uid != 0 else None
+    return info.st_uid, info.st_gid
+
+
+def _traversable(directory: Path, uid: int, gid: int) -> bool:
+    info = directory.stat()
+    if info.st_uid == uid:
+        return bool(info.st_mode & stat.S_IXUSR)
+    if info.st_gid == gid:
+        return bool(info.st_mode & stat.S_IXGRP)
+    return bool(info.st_mode & stat.S_IXOTH)
 
 
 def git_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -156,6 +156,7 @@ def _request(spec: AgentRunSpec, settings: Settings, dirs: AgentDirs, identity: 
     logs = None
     if spec.ci_logs is not None and spec.ci_logs.is_dir():
         shutil.copytree(spec.ci_logs, dirs.logs, dirs_exist_ok=True)
+        os.chmod(dirs.logs, 0o755)  # copytree copied the broker's private 0700: readable, not writable
         logs = str(dirs.logs)
     return WorkerRequest(workspace=str(spec.workspace), prompt=spec.prompt, settings=data,
                          fork_session=str(fork) if fork else None, session_metadata=spec.metadata,

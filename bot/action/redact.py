@@ -139,6 +139,7 @@ class Redactor:
         # Ordered, so mask_commands prints each value before its encodings.
         self._forms: dict[str, None] = {}
         self._longest_first: list[str] = []
+        self._told: set[str] = set()  # forms the runner was given `::add-mask::` for
         for secret in secrets:
             self.add(secret)
 
@@ -166,13 +167,22 @@ class Redactor:
         return new
 
     def mask(self, secret: str, stream: IO[str] | None = None) -> None:
-        """Register a value and tell the runner to mask it, and each encoded form, in the log as well."""
-        for form in self.add(secret):
-            for line in add_mask_lines(form):
-                print(line, file=stream or sys.stdout, flush=True)
+        """Register a value and tell the runner to mask it, and each encoded form, in the log as well
+        (also when it was registered before: registering is not telling the runner; what it was already
+        told is not repeated)."""
+        self.add(secret)
+        for value in secret_lines(secret):
+            for form in encoded_forms(value):
+                if form.text in self._told:
+                    continue
+                self._told.add(form.text)
+                for line in add_mask_lines(form.text):
+                    print(line, file=stream or sys.stdout, flush=True)
 
     def mask_commands(self) -> list[str]:
-        """`::add-mask::` lines for every registered value and each of its encoded forms."""
+        """`::add-mask::` lines for every registered value and each of its encoded forms (the caller prints
+        them: from then on the runner counts as told)."""
+        self._told.update(self._forms)
         return [line for form in self._forms for line in add_mask_lines(form)]
 
     @property
