@@ -91,7 +91,7 @@ def run_isolated(spec: AgentRunSpec, *, secrets: Mapping[str, str], redact: Reda
             request = _request(spec, settings, dirs, identity)
             env = agent_environment(os.environ, secrets.values(), home=dirs.home, tmp=dirs.tmp)
             env.update(model_env)
-            lock = runner_dirs_to_lock(os.environ, [spec.workspace, dirs.root])
+            lock = runner_dirs_to_lock(os.environ, [spec.workspace, dirs.root, *_agent_code()])
             with locked_dirs(lock, identity, log) as locked:
                 if on_locked is not None:
                     on_locked(locked)
@@ -123,12 +123,19 @@ def _model_route(settings: Settings, secrets: Mapping[str, str],
         yield settings.model_copy(update={"endpoints": endpoints}), agent_env(proxy)
 
 
+def _agent_code() -> list[Path]:
+    """What the agent's uid must reach to start: this interpreter (and where its links lead), its
+    site-packages and this package."""
+    python = Path(sys.executable)
+    return [python, python.resolve(), *map(Path, site.getsitepackages()), Path(bot.__file__).resolve()]
+
+
 @contextlib.contextmanager
 def _workspace_lent(workspace: Path, identity: AgentIdentity, log: Callable[[str], None],
                     on_lent: Callable[[list[Any]], None] | None = None) -> Iterator[None]:
     """A root-owned workspace is handed to the dedicated uid for the run and handed back afterwards; the
     workspace, the interpreter and the package are made reachable for the agent's uid."""
-    grant_traversal([Path(sys.executable), *map(Path, site.getsitepackages()), Path(bot.__file__)], identity, log)
+    grant_traversal(_agent_code(), identity, log)
     if not identity.dedicated:
         with reachable_for(workspace, identity):
             yield
