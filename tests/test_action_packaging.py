@@ -219,7 +219,9 @@ def test_the_dockerfile_install_works_in_a_fresh_venv(tmp_path: Path) -> None:
                              capture_output=True, text=True, timeout=300, check=False)
     assert install.returncode == 0, install.stderr
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "INPUT_", "STATE_"))}
+    # No PYTHONPATH either: .ci/run sets one to the clone under test, which would shadow the installed copy.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("GITHUB_", "INPUT_", "STATE_")) and k != "PYTHONPATH"}
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     where = subprocess.run([str(python), "-c", "import bot; print(bot.__file__)"], capture_output=True,
                            text=True, check=True, timeout=30, cwd=tmp_path, env=env).stdout.strip()
