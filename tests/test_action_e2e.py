@@ -490,3 +490,15 @@ def test_a_tool_cannot_read_its_parents_environment_nor_the_brokers(runner: Runn
         assert f"{name}=" not in tool_result
     assert "***" not in tool_result  # nothing needed redacting: the values were never there
     _assert_no_secrets(tool_result)
+
+
+def test_a_missing_provider_key_is_said_plainly_and_nothing_runs(runner: Runner) -> None:
+    runner.github.add_pull(7, head_ref="feature", repo=REPO)
+    env = runner.env("issue_comment", payloads.issue_comment("/opi fix", on_pull=True, number=7))
+    del env["INPUT_ANTHROPIC_API_KEY"]
+    env.pop("ANTHROPIC_API_KEY", None)
+    proc = runner.run(env)
+    assert proc.returncode == 1
+    body = runner.comment_bodies()[0]
+    assert "The agent could not start" in body and "set ANTHROPIC_API_KEY" in body
+    assert runner.llm.requests == []  # no model call, with or without a key

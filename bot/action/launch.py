@@ -39,6 +39,7 @@ from bot.action.sandbox import (
 )
 from bot.agent.config import Settings
 from bot.agent.worker import WORKER_SESSION, WorkerRequest, WorkerResult
+from bot.llm.errors import ConfigError
 
 MAX_SESSION_BYTES = 512 * 1024 * 1024
 # Events after which the session file has grown: the copy follows (the worker writes before it emits).
@@ -86,23 +87,32 @@ def run_isolated(spec: AgentRunSpec, *, secrets: Mapping[str, str], redact: Reda
         on_event(event)
 
     try:
-        with _model_route(spec.settings, secrets, log) as (settings, model_env), \
-                _workspace_lent(spec.workspace, identity, log, on_lent):
-            request = _request(spec, settings, dirs, identity)
-            env = agent_environment(os.environ, secrets.values(), home=dirs.home, tmp=dirs.tmp)
-            env.update(model_env)
-            lock = runner_dirs_to_lock(os.environ, [spec.workspace, dirs.root, *_agent_code()])
-            with locked_dirs(lock, identity, log) as locked:
-                if on_locked is not None:
-                    on_locked(locked)
-                outcome = AgentProcess(request, identity, env, on_event=mirrored, log=log).run(
-                    timeout=_hard_timeout(settings), cancelled=cancelled)
-        mirror.sync()
-        kept = mirror.target if mirror.target is not None and mirror.target.is_file() else None
-        return LaunchResult(outcome.result, kept, _model(outcome, spec.settings), identity,
-                            error=_failure(outcome))
+        return _launch(spec, identity, dirs, mirror, mirrored, secrets=secrets, log=log, cancelled=cancelled,
+                       on_locked=on_locked, on_lent=on_lent)
+    except ConfigError as exc:  # no key for the model's provider, a bad base URL: the maintainer's to fix
+        return LaunchResult(None, None, spec.settings.model, identity, error=f"{type(exc).__name__}: {exc}")
     finally:
         remove_agent_dirs(dirs)
+
+
+def _launch(spec: AgentRunSpec, identity: AgentIdentity, dirs: AgentDirs, mirror: SessionMirror,
+            on_event: Callable[[dict[str, Any]], None], *, secrets: Mapping[str, str], log: Callable[[str], None],
+            cancelled: threading.Event, on_locked: Callable[[Any], None] | None,
+            on_lent: Callable[[list[Any]], None] | None) -> LaunchResult:
+    with _model_route(spec.settings, secrets, log) as (settings, model_env), \
+            _workspace_lent(spec.workspace, identity, log, on_lent):
+        request = _request(spec, settings, dirs, identity)
+        env = agent_environment(os.environ, secrets.values(), home=dirs.home, tmp=dirs.tmp)
+        env.update(model_env)
+        lock = runner_dirs_to_lock(os.environ, [spec.workspace, dirs.root, *_agent_code()])
+        with locked_dirs(lock, identity, log) as locked:
+            if on_locked is not None:
+                on_locked(locked)
+            outcome = AgentProcess(request, identity, env, on_event=on_event, log=log).run(
+                timeout=_hard_timeout(settings), cancelled=cancelled)
+    mirror.sync()
+    kept = mirror.target if mirror.target is not None and mirror.target.is_file() else None
+    return LaunchResult(outcome.result, kept, _model(outcome, spec.settings), identity, error=_failure(outcome))
 
 
 @contextlib.contextmanager

@@ -5,7 +5,8 @@ container action, a self-hosted runner), the broker runs the worker as the works
 hosted runners) or, when the workspace belongs to root, as a dedicated uid that owns nothing else. A process
 of another uid cannot read the broker's `/proc/<pid>/environ` or memory, and the broker is non-dumpable
 besides. The runner's file commands (`GITHUB_ENV`, `GITHUB_OUTPUT`, …) would let the agent inject
-environment into the job's later steps, so their directories are locked for the length of the run.
+environment into the job's later steps, RUNNER_TEMP holds the broker's state, and the step's HOME what
+earlier steps left (credentials among it): those directories are locked for the length of the run.
 
 Started as an ordinary user (a laptop's `opi action --dry-run`), the worker shares the broker's uid: it then
 relies on the broker being non-dumpable and holding its secrets in memory only, which is logged.
@@ -207,17 +208,3 @@ def chown_tree(root: Path, uid: int, gid: int) -> None:
         for name in (*subdirs, *files):
             with contextlib.suppress(FileNotFoundError):
                 os.chown(os.path.join(directory, name), uid, gid, follow_symlinks=False)
-
-
-def read_agent_file(path: Path, *, limit: int) -> bytes:
-    """Read a file the agent wrote (its session), refusing links and anything but a regular file: the
-    broker runs as root and must not be made to read, and then publish, another file."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-    fd = os.open(path, flags)
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise OSError(f"{path} is not a regular file")
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise OSError(f"{path} is larger than {limit} bytes")
-    return data
