@@ -71,6 +71,13 @@ class Changes:
         return not self.files
 
 
+# A local remote (a path, as in tests and the snapshot's fetch from the workspace) runs upload-pack and
+# receive-pack here, without our `-c` settings, in a repository someone else may own: they get their own
+# protected safe.directory. Over https these options are ignored.
+UPLOAD_PACK = "--upload-pack=git -c safe.directory=* -c core.hooksPath=/dev/null upload-pack"
+RECEIVE_PACK = "--receive-pack=git -c safe.directory=* receive-pack"
+
+
 def hardened_args() -> list[str]:
     return [*HARDENED_CONFIG, *_BROKER_CONFIG]
 
@@ -211,8 +218,8 @@ class Repo(Git):
 
     def fetch_branch(self, branch: str, *, remote: str = "origin") -> None:
         try:
-            self.run("fetch", "--no-tags", remote, f"+refs/heads/{branch}:refs/remotes/{remote}/{branch}",
-                     with_token=True)
+            self.run("fetch", "--no-tags", UPLOAD_PACK, remote,
+                     f"+refs/heads/{branch}:refs/remotes/{remote}/{branch}", with_token=True)
         except GitError as exc:
             if "couldn't find remote ref" in exc.stderr:
                 raise GitError(f"the branch `{branch}` does not exist on {remote}", stderr=exc.stderr) from None
@@ -226,8 +233,8 @@ class Repo(Git):
 
     def checkout_pull_head(self, number: int, local_branch: str, *, remote: str = "origin") -> str:
         """Check out a pull request's head through `refs/pull/N/head` (works for forks, read-only)."""
-        self.run("fetch", "--no-tags", remote, f"+refs/pull/{number}/head:refs/remotes/{remote}/pr/{number}",
-                 with_token=True)
+        self.run("fetch", "--no-tags", UPLOAD_PACK, remote,
+                 f"+refs/pull/{number}/head:refs/remotes/{remote}/pr/{number}", with_token=True)
         self.run("checkout", "-B", local_branch, f"refs/remotes/{remote}/pr/{number}")
         return self.head_sha()
 
@@ -241,7 +248,8 @@ class Repo(Git):
         return self.head_sha()
 
     def remote_branch_sha(self, branch: str, *, remote: str = "origin") -> str | None:
-        proc = self.run("ls-remote", "--heads", remote, f"refs/heads/{branch}", with_token=True, check=False)
+        proc = self.run("ls-remote", "--heads", UPLOAD_PACK, remote, f"refs/heads/{branch}", with_token=True,
+                        check=False)
         if proc.returncode != 0 or not proc.stdout.strip():
             return None
         return proc.stdout.split()[0]
@@ -292,9 +300,7 @@ class Snapshot(Git):
         source = repo.git_dir_path()
         # The local transport starts upload-pack without our `-c` settings, and the workspace belongs to
         # the runner user: it needs its own safe.directory (protected config, so on its command line).
-        upload_pack = "git -c safe.directory=* -c core.hooksPath=/dev/null upload-pack"
-        snapshot.run("fetch", "-q", "--no-tags", "--depth=1", f"--upload-pack={upload_pack}", f"file://{source}",
-                     "HEAD")
+        snapshot.run("fetch", "-q", "--no-tags", "--depth=1", UPLOAD_PACK, f"file://{source}", "HEAD")
         fetched = snapshot.out("rev-parse", "FETCH_HEAD")
         if fetched != base_sha:
             raise GitError(f"the snapshot holds {fetched}, not the checked-out {base_sha}")
@@ -347,8 +353,8 @@ class Snapshot(Git):
         """Push `sha` to `branch` without force; a remote that moved on raises PushRejected."""
         if not self.push_url:
             raise GitError("the checkout has no `origin` remote to push to")
-        proc = self.run("push", "--porcelain", "--no-verify", self.push_url, f"{sha}:refs/heads/{branch}",
-                        with_token=True, check=False)
+        proc = self.run("push", "--porcelain", "--no-verify", RECEIVE_PACK, self.push_url,
+                        f"{sha}:refs/heads/{branch}", with_token=True, check=False)
         if proc.returncode == 0:
             return
         output = self.redact((proc.stdout + "\n" + proc.stderr).strip())

@@ -476,7 +476,14 @@ class ActionRun:
                     patch_note="Not delivered; apply it with `git apply`.")
         if git_intact and not self.dry_run:
             self._return_workspace(repo, start, changes)
+        self._hand_back_outputs(agent_run.session_path)
         return self._report(task, agent_run, changes, delivered)
+
+    def _hand_back_outputs(self, session: Path | None) -> None:
+        from bot.action.sandbox import give_to_owner_of
+
+        paths = [p for p in (session, session.parent if session else None, self._patch_path) if p is not None]
+        give_to_owner_of(self.context.temp_dir, paths)
 
     def _return_workspace(self, repo: Repo, start: str, changes: Changes) -> None:
         try:

@@ -165,6 +165,8 @@ def _blocked_ancestors(path: Path) -> list[tuple[Path, int]]:
     """Ancestors without o+x, of the path as given and of where its links lead (a venv's `python` is a
     link into the base interpreter's tree)."""
     blocked: dict[Path, int] = {}
+    if not path.exists():  # e.g. a site-packages directory Python lists but the install never made
+        return []
     for ancestor in (*path.absolute().parents, *path.resolve().parents):
         mode = stat.S_IMODE(ancestor.stat().st_mode)
         if not mode & stat.S_IXOTH:
@@ -208,3 +210,18 @@ def chown_tree(root: Path, uid: int, gid: int) -> None:
         for name in (*subdirs, *files):
             with contextlib.suppress(FileNotFoundError):
                 os.chown(os.path.join(directory, name), uid, gid, follow_symlinks=False)
+
+
+def give_to_owner_of(directory: Path, paths: Iterable[Path]) -> None:
+    """Files the broker (root) left under a runner directory go to that directory's owner, so the job's
+    later steps and the runner's own clean-up, which run as that user, can read and delete them."""
+    if os.geteuid() != 0:
+        return
+    try:
+        owner = directory.stat()
+    except OSError:
+        return
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.chown(path, owner.st_uid, owner.st_gid, follow_symlinks=False)
+
