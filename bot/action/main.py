@@ -230,6 +230,18 @@ class AgentRun:
     session_path: Path | None
     model: str
     error: str = ""
+    previous_note: str = ""  # which earlier session of the thread this run continued
+
+
+@dataclass
+class RunOutcome:
+    """Everything a run produced, handed from the work to the report, the comment and the outputs."""
+
+    report: render.Report
+    delivered: Delivery | None = None
+    agent_run: AgentRun | None = None
+    published: Published | None = None
+    patch_path: Path | None = None  # the run's patch under RUNNER_TEMP, also put in the artifact
 
 
 @dataclass
@@ -243,11 +255,6 @@ class ActionRun:
     started: float = field(default_factory=time.monotonic)
     _state_file: Path | None = None
     _github: GitHubClient | None = None
-    _delivered: Delivery | None = None
-    _agent_run: AgentRun | None = None
-    _previous: PreviousSession | None = None  # the thread's earlier session this run continues
-    _published: Published | None = None  # the session artifact upload and its comment section
-    _patch_path: Path | None = None  # the run's patch under RUNNER_TEMP, also put in the artifact
     secrets: dict[str, str] = field(default_factory=dict)  # name -> value; never leaves this process
     _progress: ProgressReporter | None = None
     _payload: dict[str, Any] = field(default_factory=dict)
@@ -421,17 +428,18 @@ class ActionRun:
             self.state.save(self._state_file)
 
     # -- the work ----------------------------------------------------------------------------------------
-    def _work_safely(self, task: Task) -> render.Report:
+    def _work_safely(self, task: Task) -> RunOutcome:
         handlers = {sig: signal.signal(sig, self._on_stop_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             return self._work(task)
         except KeyboardInterrupt:
-            return render.Report(status="cancelled", reason="The run was cancelled. Nothing was pushed.")
+            return RunOutcome(render.Report(status="cancelled", reason="The run was cancelled. Nothing was pushed."))
         except RunProblem as exc:  # something a maintainer can fix, said in words meant for the thread
-            return render.Report(status="error", reason=self.redact(str(exc)))
+            return RunOutcome(render.Report(status="error", reason=self.redact(str(exc))))
         except Exception as exc:  # every failure still ends in a final comment; the details in the log only
             log_error(f"{type(exc).__name__}: {self.redact(str(exc))}")
-            return render.Report(status="error", reason=render.internal_failure("finish the run", self.context.run_url))
+            return RunOutcome(render.Report(status="error",
+                                            reason=render.internal_failure("finish the run", self.context.run_url)))
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
@@ -443,7 +451,7 @@ class ActionRun:
         if not self._agent_running:
             raise KeyboardInterrupt(f"received signal {signum}")
 
-    def _work(self, task: Task) -> render.Report:
+    def _work(self, task: Task) -> RunOutcome:
         repo = Repo(self.context.workspace, redact=self.redact, token=self.inputs.github_token,
                     server_url=self.context.server_url, identity=self._identity())
         repo.ensure_repo()
@@ -466,7 +474,7 @@ class ActionRun:
                     log_error("the agent replaced the workspace's .git directory; it was left as it is, and "
                               "later steps must not run git in this workspace")
             changes = snapshot.changes()
-            self._keep_patch(changes, task)
+            patch_path = self._keep_patch(changes, task)
             try:
                 delivered = self._deliver(snapshot, task, plan, agent_run, changes)
             except (GitError, GitHubError) as exc:  # the answer, diff and costs must still reach the comment
@@ -476,13 +484,13 @@ class ActionRun:
                     patch_note="Not delivered; apply it with `git apply`.")
         if git_intact and not self.dry_run:
             self._return_workspace(repo, start, changes)
-        self._hand_back_outputs(agent_run.session_path)
-        return self._report(task, agent_run, changes, delivered)
+        self._hand_back_outputs(agent_run.session_path, patch_path)
+        return self._report(task, agent_run, changes, delivered, patch_path)
 
-    def _hand_back_outputs(self, session: Path | None) -> None:
+    def _hand_back_outputs(self, session: Path | None, patch: Path | None) -> None:
         from bot.action.sandbox import give_to_owner_of
 
-        paths = [p for p in (session, session.parent if session else None, self._patch_path) if p is not None]
+        paths = [p for p in (session, session.parent if session else None, patch) if p is not None]
         give_to_owner_of(self.context.temp_dir, paths)
 
     def _return_workspace(self, repo: Repo, start: str, changes: Changes) -> None:
@@ -528,13 +536,13 @@ class ActionRun:
 
         self.state.phase = "running"
         self._save_state()
-        self._previous = self._restore_previous_session(task)
+        previous = self._restore_previous_session(task)
         settings = settings_for(self.inputs, self.context, model_override=self.model_override)
         spec = AgentRunSpec(
             settings=settings, workspace=self.context.workspace, session_dir=session_dir(self.context),
             prompt=self.redact(build_prompt(task, branch=plan.branch,
                                             feedback=self._pull_feedback(task, base_sha))),
-            metadata=session_metadata(task, self.context, plan.branch, base_sha), fork=self._previous.path,
+            metadata=session_metadata(task, self.context, plan.branch, base_sha), fork=previous.path,
             ci_logs=self._ci_logs,
         )
         self._agent_running = True
@@ -555,7 +563,8 @@ class ActionRun:
         result = launched.result
         if result is not None:
             log(f"opi: agent finished: {result.outcome} after {result.turns} turns")
-        return AgentRun(result, launched.session_path, launched.model, self.redact(launched.error))
+        return AgentRun(result, launched.session_path, launched.model, self.redact(launched.error),
+                        previous_note=previous.note or "")
 
     def _record_lent(self, entry: list[Any]) -> None:
         """A root-owned workspace lent to the agent's dedicated uid: the post step hands it back if this
@@ -629,19 +638,20 @@ class ActionRun:
                                         api_url=self.context.api_url, server_url=self.context.server_url,
                                         run_id=run_id, log=log, own_comment_id=self.state.tracking_comment_id)
 
-    def _keep_patch(self, changes: Changes, task: Task) -> None:
+    def _keep_patch(self, changes: Changes, task: Task) -> Path | None:
         """The patch also goes to RUNNER_TEMP, so a failed push or comment never loses the work."""
         if changes.empty:
-            return
+            return None
         name = f"opi-{task.number or 'maintenance'}-{self.context.run_id or 'local'}.patch"
         path = self.context.temp_dir / name
         try:
             # Redacted like the comment's diff: the file also travels in the session artifact.
             path.write_text(self.redact(changes.patch), encoding="utf-8")
-            self._patch_path = path
-            log(f"opi: the patch is saved at {path}")
         except OSError as exc:
             log(f"opi: warning: could not save the patch to {path}: {exc}")
+            return None
+        log(f"opi: the patch is saved at {path}")
+        return path
 
     # -- delivery ----------------------------------------------------------------------------------------
     def _deliver(self, snapshot: Snapshot, task: Task, plan: BranchPlan, agent_run: AgentRun,
@@ -764,24 +774,23 @@ class ActionRun:
         return f"Stopped ({result.outcome}): {self.redact(result.error or error or 'no details')}"
 
     # -- reporting -----------------------------------------------------------------------------------------
-    def _report(self, task: Task, agent_run: AgentRun, changes: Changes, delivered: Delivery) -> render.Report:
+    def _report(self, task: Task, agent_run: AgentRun, changes: Changes, delivered: Delivery,
+                patch_path: Path | None) -> RunOutcome:
         result = agent_run.result
-        costs = self._costs(agent_run)
+        published = self._publish_session(task, agent_run.session_path, patch_path)
+        session = published.markdown if published is not None else "not saved"
         report = render.Report(
             status=delivered.status, reason=delivered.reason, answer=self.redact(result.final_text) if result else "",
             diff_stat=changes.stat, patch=changes.patch, patch_note=delivered.patch_note,
-            delivery=delivered.delivery, costs=costs, run_url=self.context.run_url,
-            session=self._session_note(task, agent_run.session_path),
+            delivery=delivered.delivery, costs=self._costs(agent_run), run_url=self.context.run_url,
+            session=f"{agent_run.previous_note}\n\n{session}".strip(),
         )
-        published = self._published
         if published is not None:
             report.marker = published.marker
-            if self._patch_path is not None and published.artifact_url:
+            if patch_path is not None and published.artifact_url:
                 report.patch_link = f"[{published.upload.name if published.upload else 'the artifact'}]" \
                                     f"({published.artifact_url})"
-        self._delivered = delivered
-        self._agent_run = agent_run
-        return report
+        return RunOutcome(report, delivered, agent_run, published, patch_path)
 
     def _costs(self, agent_run: AgentRun) -> render.CostSummary | None:
         """What the run spent: the worker's figures, or (cancelled before it reported) the session's; a
@@ -801,26 +810,26 @@ class ActionRun:
             costs.recorded_cost = render.recorded_cost(Path(agent_run.model.split(":", 1)[1]))
         return costs
 
-    def _session_note(self, task: Task, path: Path | None) -> str:
+    def _publish_session(self, task: Task, path: Path | None, patch_path: Path | None) -> Published | None:
+        """Upload the session (and the patch with it) as the thread's artifact; None without a session."""
         from bot.action.continuation import publish_session
         from bot.agent.session import read_header
 
         if path is None:
-            return "not saved"
+            return None
         header = read_header(path) or {}
         # A dry run stays local: no upload even where a runner's variables are set.
         env = {} if self.dry_run else os.environ
-        extras = [self._patch_path] if self._patch_path is not None and self._patch_path.is_file() else []
+        extras = [patch_path] if patch_path is not None and patch_path.is_file() else []
         session_id = str(header.get("id") or path.stem)
-        published = self._published = publish_session(path, session_id, env, number=task.number, log=log,
-                                                       extras=extras)
+        published = publish_session(path, session_id, env, number=task.number, log=log, extras=extras)
         self.state.record(session_id=session_id, artifact_id=published.artifact_id,
                           artifact_url=published.artifact_url,
                           artifact_name=published.upload.name if published.upload else "")
-        previous = self._previous.note if self._previous is not None and self._previous.note else ""
-        return f"{previous}\n\n{published.markdown}".strip()
+        return published
 
-    def _finish(self, task: Task, report: render.Report) -> int:
+    def _finish(self, task: Task, outcome: RunOutcome) -> int:
+        report = outcome.report
         self._log_conclusion(report)
         body = render.render_report(report, self.redact)
         github = self._require_github()
@@ -842,7 +851,7 @@ class ActionRun:
             posted, error = False, self.redact(str(exc))
             log_error(f"could not post the final comment (the post step tries again): {error}")
             log(body)
-        self._write_outputs(report)
+        self._write_outputs(outcome)
         append_summary(self.context.summary_file, render.summary_markdown(report, "opi"), self.redact)
         if posted is False:
             self.state.record(report_posted=False, report_error=error, phase="finished")
@@ -857,15 +866,15 @@ class ActionRun:
         else:
             log(f"opi: {message}")
 
-    def _write_outputs(self, report: render.Report) -> None:
-        delivered, agent_run = self._delivered, self._agent_run
-        costs = report.costs
+    def _write_outputs(self, outcome: RunOutcome) -> None:
+        delivered, agent_run, costs = outcome.delivered, outcome.agent_run, outcome.report.costs
+        session = agent_run.session_path if agent_run else None
+        upload = outcome.published.upload if outcome.published is not None else None
         values = {
-            "conclusion": report.status,
-            "session_path": str(agent_run.session_path) if agent_run and agent_run.session_path else "",
-            "session_relpath": host_relative_path(agent_run.session_path)
-            if agent_run and agent_run.session_path else "",
-            "artifact_url": self._artifact_url(),
+            "conclusion": outcome.report.status,
+            "session_path": str(session) if session else "",
+            "session_relpath": host_relative_path(session) if session else "",
+            "artifact_url": (upload.url or "") if upload is not None and upload.ok else "",
             "cost_usd": render.cost_output(costs.cost if costs else None),
             "turns": str(costs.turns) if costs else "0",
             "branch": delivered.branch if delivered else "",
@@ -875,23 +884,19 @@ class ActionRun:
         for name in OUTPUT_NAMES:
             self._output(name, values[name])
 
-    def _artifact_url(self) -> str:
-        upload = self._published.upload if self._published is not None else None
-        return (upload.url or "") if upload is not None and upload.ok else ""
-
     def _output(self, name: str, value: str) -> None:
         write_output(self.context.output_file, name, value, self.redact)
 
     # -- dry run -------------------------------------------------------------------------------------------
     def _execute_dry_run(self, task: Task) -> int:
-        report = self._work_safely(task)
+        outcome = self._work_safely(task)
+        report = outcome.report
         self._log_conclusion(report)
-        body = render.render_report(report, self.redact)
-        print(body)
-        self._write_outputs(report)
-        if self._patch_path is not None:
+        print(render.render_report(report, self.redact))
+        self._write_outputs(outcome)
+        if outcome.patch_path is not None:
             log(f"opi: dry run: nothing was pushed; the change is already in the working tree "
-                f"({self.context.workspace}), and the patch is saved at {self._patch_path}")
+                f"({self.context.workspace}), and the patch is saved at {outcome.patch_path}")
         return EXIT_OK if report.status in ("success", "no_changes") else EXIT_FAILED
 
 
