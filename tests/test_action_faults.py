@@ -277,6 +277,7 @@ def test_killed_after_the_push_the_post_step_says_what_was_pushed(runner: Runner
     body = tracking["body"]
     assert "🛑 **opi was cancelled**" in body and "Nothing was pushed" not in body
     assert f"It had pushed [`{sha[:7]}`](https://github.com/{REPO}/commit/{sha}) to `opi/issue-1`." in body
+    assert "Fixed `add`" in body  # the agent had answered before the step died: the answer is not lost
     outputs = runner.outputs()
     assert outputs["conclusion"] == "cancelled" and outputs["commit_sha"] == sha
     assert outputs["branch"] == "opi/issue-1" and outputs["pr_url"] == ""

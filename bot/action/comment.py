@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from bot.action.events import BOT_MARKER, Task
 from bot.action.redact import Redactor
@@ -92,6 +92,27 @@ def run_costs(session_path: Path, *, model: str = "", duration_seconds: float = 
             usage, cost = _add_entry(usage, cost, entry.get("usage"), entry.get("cost"))
     return CostSummary(usage=usage, cost=cost, turns=turns, compactions=compactions,
                        duration_seconds=duration_seconds, model=model or (session.header.model or ""))
+
+
+def final_answer(session_path: Path) -> str:
+    """The agent's final answer in a session (its last assistant message, when that one called no tool),
+    for a report the post step writes after the main step died: "" when the agent had not answered."""
+    from bot.agent.session import Session, SessionError
+
+    try:
+        session = Session.load(session_path, reconstruct=False)
+    except SessionError:
+        return ""
+    for entry in reversed(session.entries):
+        message = entry.get("message") if entry.get("type") == "message" else None
+        if not isinstance(message, dict) or message.get("role") != "assistant":
+            continue
+        content = message.get("content")
+        blocks: list[Any] = content if isinstance(content, list) else []
+        if any(isinstance(b, dict) and b.get("type") == "tool_call" for b in blocks):
+            return ""
+        return "\n".join(str(b.get("text", "")) for b in blocks if isinstance(b, dict) and b.get("type") == "text")
+    return ""
 
 
 def recorded_cost(session_path: Path) -> Cost | None:

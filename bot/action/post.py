@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.action.comment import Report, cost_output, render_report, run_costs, summary_markdown
+from bot.action.comment import Report, cost_output, final_answer, render_report, run_costs, summary_markdown
 from bot.action.inputs import InputError, RunnerContext, host_relative_path, read_context, read_inputs
 from bot.action.redact import Redactor
 from bot.action.workflow import STATE_KEY, RunState, append_summary, state_path, write_output
@@ -130,12 +130,15 @@ def _finalise_stopped_run(state: RunState, token: str, context: RunnerContext, r
     session_path = Path(state.session_path) if state.session_path else None
     session = _Session()
     costs = None
+    answer = ""
     if session_path is not None and session_path.exists():
         redact.file_jsonl(session_path)
         session = _session_section(state, session_path)
         costs = run_costs(session_path)
+        answer = redact(final_answer(session_path))  # the agent may have answered before the step died
     report = Report(status="cancelled", reason=stopped_reason(state), delivery=delivery_line(state, context),
-                    costs=costs, session=session.markdown, run_url=state.run_url, marker=session.marker)
+                    answer=answer, costs=costs, session=session.markdown, run_url=state.run_url,
+                    marker=session.marker)
     state.record(conclusion="cancelled", report_body=render_report(report, redact))
     error = _publish(state, token, context.api_url, state.report_body, redact) if _has_thread(state) else ""
     if not _has_thread(state):
