@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import os
 import select
 import shutil
@@ -54,8 +53,9 @@ class _Prctl:
             self.reason = f"prctl exists only on Linux (this is {sys.platform})"
             return
         try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            function = libc.prctl
+            # The process's own symbols include libc's: no `ctypes.util.find_library`, which runs
+            # `ldconfig -p` in a subprocess at every start.
+            function = ctypes.CDLL(None, use_errno=True).prctl
         except (OSError, AttributeError) as exc:
             self.reason = f"libc's prctl could not be loaded: {exc}"
             return
