@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -233,6 +234,28 @@ class AgentRun:
     previous_note: str = ""  # which earlier session of the thread this run continued
 
 
+@dataclass(frozen=True)
+class Remote:
+    """The GitHub side of a run: the client (None in a dry run) and the tracking comment's live progress
+    (None without a thread)."""
+
+    github: GitHubClient | None = None
+    progress: ProgressReporter | None = None
+
+    def require(self) -> GitHubClient:
+        if self.github is None:
+            raise RuntimeError("GitHub client used in a dry run")
+        return self.github
+
+
+@dataclass(frozen=True)
+class CiInfo:
+    """The failing CI of the head commit: prompt context, and the full logs lent to the agent's `ci_log`."""
+
+    context: CiContext
+    logs: Path | None = None
+
+
 @dataclass
 class RunOutcome:
     """Everything a run produced, handed from the work to the report, the comment and the outputs."""
@@ -246,6 +269,11 @@ class RunOutcome:
 
 @dataclass
 class ActionRun:
+    """One run of the broker. Its steps hand values to each other (`Remote`, `CiInfo`, `BranchPlan`,
+    `AgentRun`, `Delivery`, `RunOutcome`); what it keeps is its configuration, the secrets it registered,
+    the run's `state` (the file the post step reads, saved at every fact) and what the stop-signal
+    handler needs (`cancel`, `_agent_running`)."""
+
     inputs: ActionInputs
     context: RunnerContext
     redact: Redactor
@@ -253,20 +281,14 @@ class ActionRun:
     model_override: str | None = None
     state: RunState = field(default_factory=RunState)
     started: float = field(default_factory=time.monotonic)
-    _state_file: Path | None = None
-    _github: GitHubClient | None = None
     secrets: dict[str, str] = field(default_factory=dict)  # name -> value; never leaves this process
-    _progress: ProgressReporter | None = None
-    _payload: dict[str, Any] = field(default_factory=dict)
-    _ci_context: CiContext | None = None
-    _ci_logs: Path | None = None  # full CI logs the broker downloaded, lent read-only to the agent
     cancel: threading.Event = field(default_factory=threading.Event)
     _agent_running: bool = False
 
     # -- entry -------------------------------------------------------------------------------------
     def execute(self, *, event_path: str | None = None, event_name: str | None = None) -> int:
         self._register_secrets()
-        task = self._load_task(event_path, event_name)
+        task, payload = self._load_task(event_path, event_name)
         if isinstance(task, Ignored):
             log(f"opi: nothing to do: {task.reason}")
             self._output("conclusion", "skipped")
@@ -280,11 +302,14 @@ class ActionRun:
         if not self._authorised(github, task):
             self._output("conclusion", "unauthorized")
             return EXIT_OK
-        if task.event_name == "workflow_run" and not self._autofix_wanted(github, task):
-            self._output("conclusion", "skipped")
-            return EXIT_OK
-        self._start_progress(github, task)
-        return self._finish(task, self._work_safely(task))
+        ci = None
+        if task.event_name == "workflow_run":
+            wanted, ci = self._autofix_wanted(github, task, payload)
+            if not wanted:
+                self._output("conclusion", "skipped")
+                return EXIT_OK
+        remote = Remote(github, self._start_progress(github, task))
+        return self._finish(task, self._work_safely(task, remote, ci), remote)
 
     def _authenticate(self, task: Task) -> None:
         """With `app_id`/`app_private_key`: an installation token for this repository only, used for every
@@ -308,7 +333,8 @@ class ActionRun:
         log(f"opi: authenticated as the GitHub App `{app.app_slug}` (installation {app.installation_id}); "
             f"committing as {self.inputs.bot_name}")
 
-    def _autofix_wanted(self, github: GitHubClient, task: Task) -> bool:
+    def _autofix_wanted(self, github: GitHubClient, task: Task,
+                        payload: dict[str, Any]) -> tuple[bool, CiInfo | None]:
         """A red build's automatic fix runs only within its guards (same-repository PR, not the default
         branch, switched on, attempts left, not the same failure as the bot's last commit)."""
         from bot.action.autofix import (
@@ -324,12 +350,14 @@ class ActionRun:
                                                    self.inputs.autofix_max_attempts)
         except ValueError as exc:
             raise InputError(str(exc)) from None
-        context = self._ci_context_for(github, parse_workflow_run(self._payload).workflow_run.head_sha)
+        ci = self._ci_context_for(github, parse_workflow_run(payload).workflow_run.head_sha)
         bot = BotIdentity(login=self.inputs.bot_name, email=self.inputs.bot_email)
-        decision = check_autofix(github, self._payload, task, settings=settings, bot=bot,
-                                 current_signature=signature_of(context) if context else None)
+        decision = check_autofix(github, payload, task, settings=settings, bot=bot,
+                                 current_signature=signature_of(ci.context) if ci else None)
         log(f"opi: automatic fix {'runs' if decision.run else 'skipped'}: {decision.reason}")
-        return decision.run
+        if not decision.run and ci is not None and ci.logs is not None:
+            shutil.rmtree(ci.logs, ignore_errors=True)
+        return decision.run, ci
 
     def _register_secrets(self) -> None:
         """Every secret this run holds, by name: the inputs' token and keys and the runner's credentials
@@ -346,11 +374,11 @@ class ActionRun:
             for command in self.redact.mask_commands():
                 print(command, flush=True)
 
-    def _load_task(self, event_path: str | None, event_name: str | None) -> Task | Ignored:
+    def _load_task(self, event_path: str | None, event_name: str | None) -> tuple[Task | Ignored, dict[str, Any]]:
         path = Path(event_path) if event_path else self.context.event_path
         if path is None:
             raise EventError("no event: GITHUB_EVENT_PATH is not set (use --event PATH with --dry-run)")
-        payload = self._payload = load_event(path)
+        payload = load_event(path)
         name = event_name or self.context.event_name or guess_event_name(payload)
         if name == "workflow_run":
             from bot.action.autofix import route_workflow_run
@@ -360,15 +388,13 @@ class ActionRun:
             task = route(name, payload, trigger=self.inputs.trigger, prompt=self.inputs.prompt)
         if isinstance(task, Task) and not task.repo and self.context.repository:
             task = dataclasses.replace(task, repo=self.context.repository)
-        return task
+        return task, payload
 
     def _client(self, task: Task) -> GitHubClient:
         from bot.action.github_api import GitHubClient
 
         repo = task.repo or self.context.repository
-        self._github = GitHubClient(self.inputs.github_token, repo, api_url=self.context.api_url,
-                                    redact=self.redact)
-        return self._github
+        return GitHubClient(self.inputs.github_token, repo, api_url=self.context.api_url, redact=self.redact)
 
     # -- authorisation and progress ------------------------------------------------------------------
     def _authorised(self, github: GitHubClient, task: Task) -> bool:
@@ -385,11 +411,12 @@ class ActionRun:
                                                                         permission.role_name))
         return False
 
-    def _start_progress(self, github: GitHubClient, task: Task) -> None:
-        self._state_file = state_path(self.context.temp_dir, self.context.run_id)
+    def _start_progress(self, github: GitHubClient, task: Task) -> ProgressReporter | None:
+        """The run's state file, 👀 on the comment, and the tracking comment with its live progress."""
+        path = state_path(self.context.temp_dir, self.context.run_id)
         self.state = RunState(phase="started", repo=task.repo, number=task.number, run_url=self.context.run_url)
-        self._save_state()
-        publish_state_path(self.context.state_file, self._state_file)
+        self.state.save(path)  # from now on `state.record` saves it
+        publish_state_path(self.context.state_file, path)
         if task.comment_id is not None and task.comment_kind is not None:
             try:
                 github.add_reaction(task.comment_kind, task.comment_id, "eyes", pull_number=task.number)
@@ -403,10 +430,11 @@ class ActionRun:
                 self.state.extra["tracking_kind"] = "review"
             else:
                 tracking = github.create_comment(task.number, body)
-            self.state.tracking_comment_id = tracking.id
-            self._save_state()
-            self._progress = self._progress_reporter(github, task)
-            self._progress.start()
+            self.state.record(tracking_comment_id=tracking.id)
+            progress = self._progress_reporter(github, task)
+            progress.start()
+            return progress
+        return None
 
     def _edit_tracking(self, github: GitHubClient, body: str, *, retry: bool = True) -> None:
         comment_id = self.state.tracking_comment_id or 0
@@ -423,15 +451,11 @@ class ActionRun:
                                 header=render.tracking_body(task, self.context.run_url).split("\n\n")[0],
                                 footer=f"_This comment is updated as opi works{run}._", log=log)
 
-    def _save_state(self) -> None:
-        if self._state_file is not None:
-            self.state.save(self._state_file)
-
     # -- the work ----------------------------------------------------------------------------------------
-    def _work_safely(self, task: Task) -> RunOutcome:
+    def _work_safely(self, task: Task, remote: Remote, ci: CiInfo | None = None) -> RunOutcome:
         handlers = {sig: signal.signal(sig, self._on_stop_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
-            return self._work(task)
+            return self._work(task, remote, ci)
         except KeyboardInterrupt:
             return RunOutcome(render.Report(status="cancelled", reason="The run was cancelled. Nothing was pushed."))
         except RunProblem as exc:  # something a maintainer can fix, said in words meant for the thread
@@ -451,13 +475,16 @@ class ActionRun:
         if not self._agent_running:
             raise KeyboardInterrupt(f"received signal {signum}")
 
-    def _work(self, task: Task) -> RunOutcome:
+    def _work(self, task: Task, remote: Remote, ci: CiInfo | None) -> RunOutcome:
+        """Check out, snapshot, run the agent, restore `.git`, read the change, deliver, report."""
         repo = Repo(self.context.workspace, redact=self.redact, token=self.inputs.github_token,
                     server_url=self.context.server_url, identity=self._identity())
         repo.ensure_repo()
-        plan = self._plan(task)
+        plan = self._plan(task, remote)
         start = repo.start_point()
         base_sha = self._checkout(repo, plan, task)
+        if ci is None and task.is_fix and task.on_pull_request and remote.github is not None:
+            ci = self._ci_context_for(remote.github, base_sha)
         with tempfile.TemporaryDirectory(prefix="opi-broker-") as private:
             guard = WorkspaceGuard(repo.git_dir_path())
             for removed in guard.strip_credentials():
@@ -467,16 +494,18 @@ class ActionRun:
                                      token=self.inputs.github_token, server_url=self.context.server_url,
                                      identity=self._identity())
             try:
-                agent_run = self._run_agent(task, plan, base_sha)
+                agent_run = self._run_agent(task, plan, base_sha, remote, ci)
             finally:
                 git_intact = guard.restore()
+                if ci is not None and ci.logs is not None:
+                    shutil.rmtree(ci.logs, ignore_errors=True)
                 if not git_intact:
                     log_error("the agent replaced the workspace's .git directory; it was left as it is, and "
                               "later steps must not run git in this workspace")
             changes = snapshot.changes()
             patch_path = self._keep_patch(changes, task)
             try:
-                delivered = self._deliver(snapshot, task, plan, agent_run, changes)
+                delivered = self._deliver(snapshot, task, plan, agent_run, changes, remote, ci)
             except (GitError, GitHubError) as exc:  # the answer, diff and costs must still reach the comment
                 log_error(f"delivering the work failed: {self.redact(str(exc))}")
                 delivered = Delivery(status="error", reason=render.internal_failure(
@@ -500,10 +529,10 @@ class ActionRun:
         except GitError as exc:  # later steps may be surprised, but the report still goes out
             log(f"opi: warning: could not put the workspace back on `{start}`: {exc}")
 
-    def _plan(self, task: Task) -> BranchPlan:
+    def _plan(self, task: Task, remote: Remote) -> BranchPlan:
         pull = None
         if task.on_pull_request and not self.dry_run:
-            pull = task.pull or self._require_github().get_pull(task.number or 0)
+            pull = task.pull or remote.require().get_pull(task.number or 0)
         return plan_branch(task, pull, mode=self.inputs.mode, base_branch=self.inputs.base_branch,
                            dry_run=self.dry_run)
 
@@ -525,41 +554,35 @@ class ActionRun:
             raise RunProblem(f"{exc} (the base branch comes from the `base_branch` input, else the "
                              "repository's default branch)") from None
 
-    def _require_github(self) -> GitHubClient:
-        if self._github is None:
-            raise RuntimeError("GitHub client used in a dry run")
-        return self._github
-
-    def _run_agent(self, task: Task, plan: BranchPlan, base_sha: str) -> AgentRun:
+    def _run_agent(self, task: Task, plan: BranchPlan, base_sha: str, remote: Remote,
+                   ci: CiInfo | None) -> AgentRun:
         from bot.action.launch import AgentRunSpec, run_isolated
         from bot.action.runner import build_prompt, session_dir, session_metadata, settings_for
 
         self.state.phase = "running"
-        self._save_state()
+        self.state.record()
         previous = self._restore_previous_session(task)
         settings = settings_for(self.inputs, self.context, model_override=self.model_override)
         spec = AgentRunSpec(
             settings=settings, workspace=self.context.workspace, session_dir=session_dir(self.context),
             prompt=self.redact(build_prompt(task, branch=plan.branch,
-                                            feedback=self._pull_feedback(task, base_sha))),
+                                            feedback=self._pull_feedback(task, base_sha, remote, ci))),
             metadata=session_metadata(task, self.context, plan.branch, base_sha), fork=previous.path,
-            ci_logs=self._ci_logs,
+            ci_logs=ci.logs if ci else None,
         )
         self._agent_running = True
         try:
-            launched = run_isolated(spec, secrets=self.secrets, redact=self.redact, on_event=self._on_agent_event,
-                                    log=log, cancelled=self.cancel, on_locked=self._record_locked,
-                                    on_lent=self._record_lent)
+            launched = run_isolated(spec, secrets=self.secrets, redact=self.redact,
+                                    on_event=self._agent_event_handler(remote.progress), log=log,
+                                    cancelled=self.cancel, on_locked=self._record_locked, on_lent=self._record_lent)
         finally:
             self._agent_running = False
             given_back = [self.state.extra.pop(key, None) for key in ("locked_dirs", "lent_workspace")]
             if any(entry is not None for entry in given_back):
-                self._save_state()
-            if self._ci_logs is not None:
-                shutil.rmtree(self._ci_logs, ignore_errors=True)
+                self.state.record()
         if launched.session_path is not None:
             self.state.session_path = str(launched.session_path)
-            self._save_state()
+            self.state.record()
         result = launched.result
         if result is not None:
             log(f"opi: agent finished: {result.outcome} after {result.turns} turns")
@@ -570,61 +593,62 @@ class ActionRun:
         """A root-owned workspace lent to the agent's dedicated uid: the post step hands it back if this
         process is killed before it does."""
         self.state.extra["lent_workspace"] = entry
-        self._save_state()
+        self.state.record()
 
     def _record_locked(self, locked: list[tuple[Path, os.stat_result]]) -> None:
         """Should this process be killed while the runner's directories are locked, the post step gives
         them back from this record."""
         self.state.extra["locked_dirs"] = [[str(path), info.st_uid, info.st_gid, info.st_mode & 0o7777]
                                            for path, info in locked]
-        self._save_state()
+        self.state.record()
 
-    def _on_agent_event(self, event: dict[str, Any]) -> None:
+    def _agent_event_handler(self, progress: ProgressReporter | None) -> Callable[[dict[str, Any]], None]:
         """The agent's events, as it works: progress for the tracking comment, and the lines print mode
         shows (`→ bash command=…`). Everything in them is model output: redacted, and one line each, so
         none can pose as a workflow command."""
         from bot.agent.events import human_line, shown_event
 
-        if self._progress is not None:
-            self._progress.feed(event)
-        if event.get("type") == "worker_session":  # the broker's mirror of it: the post step finds it there
-            self.state.session_path = str(event.get("path"))
-            self._save_state()
-            return
-        shown = shown_event(event)
-        line = human_line(shown) if shown is not None else None
-        if line is not None:
-            log(line, self.redact)
+        def on_event(event: dict[str, Any]) -> None:
+            if progress is not None:
+                progress.feed(event)
+            if event.get("type") == "worker_session":  # the broker's mirror: the post step finds it there
+                self.state.session_path = str(event.get("path"))
+                self.state.record()
+                return
+            shown = shown_event(event)
+            line = human_line(shown) if shown is not None else None
+            if line is not None:
+                log(line, self.redact)
 
-    def _pull_feedback(self, task: Task, head_sha: str) -> str:
+        return on_event
+
+    def _pull_feedback(self, task: Task, head_sha: str, remote: Remote, ci: CiInfo | None) -> str:
         """For `/opi fix` on a PR: its failing checks with the failing part of their CI logs, and review
         feedback, as prompt context."""
         if self.dry_run or not (task.is_fix and task.on_pull_request) or task.number is None:
             return ""
-        github = self._require_github()
         try:
-            feedback = github.pull_feedback(task.number, head_sha).markdown()
+            feedback = remote.require().pull_feedback(task.number, head_sha).markdown()
         except GitHubError as exc:  # context is a help, not a precondition
             log(f"opi: warning: {exc}")
             feedback = ""
-        context = self._ci_context_for(github, head_sha)
-        return "\n\n".join(part for part in (feedback, context.markdown if context else "") if part)
+        return "\n\n".join(part for part in (feedback, ci.context.markdown if ci else "") if part)
 
-    def _ci_context_for(self, github: GitHubClient, head_sha: str) -> CiContext | None:
-        """The failing CI of `head_sha` (read once per run); full logs go to a directory the agent reads
-        through its `ci_log` tool."""
+    def _ci_context_for(self, github: GitHubClient, head_sha: str) -> CiInfo | None:
+        """The failing CI of `head_sha`; full logs go to a directory the agent reads through its `ci_log`
+        tool. None when the checks cannot be read (context is a help, not a precondition)."""
         from bot.action.ci_logs import collect_ci_context
 
-        if self._ci_context is None and head_sha:
-            logs = Path(tempfile.mkdtemp(prefix="opi-ci-logs-"))
-            try:
-                self._ci_context = collect_ci_context(github, head_sha, logs, redact=self.redact)
-            except GitHubError as exc:
-                log(f"opi: warning: could not read the checks of {head_sha[:7]}: {exc}")
-                shutil.rmtree(logs, ignore_errors=True)
-                return None
-            self._ci_logs = logs if self._ci_context.has_logs else None
-        return self._ci_context
+        logs = Path(tempfile.mkdtemp(prefix="opi-ci-logs-"))
+        try:
+            context = collect_ci_context(github, head_sha, logs, redact=self.redact)
+        except GitHubError as exc:
+            log(f"opi: warning: could not read the checks of {head_sha[:7]}: {exc}")
+            shutil.rmtree(logs, ignore_errors=True)
+            return None
+        if not context.has_logs:
+            shutil.rmtree(logs, ignore_errors=True)
+        return CiInfo(context, logs if context.has_logs else None)
 
     def _restore_previous_session(self, task: Task) -> PreviousSession:
         """A follow-up `/opi` on the same issue or PR continues the newest earlier session of the thread."""
@@ -655,7 +679,7 @@ class ActionRun:
 
     # -- delivery ----------------------------------------------------------------------------------------
     def _deliver(self, snapshot: Snapshot, task: Task, plan: BranchPlan, agent_run: AgentRun,
-                 changes: Changes) -> Delivery:
+                 changes: Changes, remote: Remote, ci: CiInfo | None) -> Delivery:
         result = agent_run.result
         finished = result is not None and result.outcome == "completed"
         not_done = _not_done_status(result, agent_run.error)
@@ -670,7 +694,7 @@ class ActionRun:
         if plan.push_to is None:
             return Delivery(status="success", patch_note=f"{plan.patch_only_reason} Apply it with `git apply`.")
         # Texts opi writes are redacted; file contents cannot be, so a secret in them blocks the push.
-        message = self.redact(self._commit_message(task, result.final_text if result else ""))
+        message = self.redact(self._commit_message(task, result.final_text if result else "", ci))
         leaks = self._leaks(snapshot, changes, message, self.redact(result.final_text if result else ""))
         if leaks:
             return Delivery(status="error", reason=f"Nothing was pushed: {leaks}",
@@ -698,7 +722,7 @@ class ActionRun:
         pr_url = ""
         if plan.open_pr_into:
             try:
-                pr_url = self._open_or_find_pr(task, plan, result.final_text if result else "")
+                pr_url = self._open_or_find_pr(remote.require(), task, plan, result.final_text if result else "")
             except GitHubError as exc:
                 return Delivery(status="error", delivery=delivery, commit_sha=sha, branch=plan.push_to,
                                 reason=f"The commit was pushed, but opening the pull request failed: {exc}. "
@@ -729,8 +753,7 @@ class ActionRun:
     def _identity(self) -> Identity:
         return Identity(self.inputs.bot_name, self.inputs.bot_email)
 
-    def _open_or_find_pr(self, task: Task, plan: BranchPlan, answer: str) -> str:
-        github = self._require_github()
+    def _open_or_find_pr(self, github: GitHubClient, task: Task, plan: BranchPlan, answer: str) -> str:
         assert plan.push_to is not None and plan.open_pr_into is not None
         existing = github.find_open_pull(plan.push_to, plan.open_pr_into)
         if existing is not None:
@@ -744,7 +767,7 @@ class ActionRun:
         body = f"{link}\n\n{answer.strip()}\n\n{self.context.run_url}".strip()
         return github.create_pull(title=title, body=body, head=plan.push_to, base=plan.open_pr_into).html_url
 
-    def _commit_message(self, task: Task, answer: str) -> str:
+    def _commit_message(self, task: Task, answer: str, ci: CiInfo | None) -> str:
         subject = (task.instructions.splitlines()[0] if task.instructions else
                    ("fix" if task.is_fix else task.title) or "changes")[:60]
         where = f" for #{task.number}" if task.number else ""
@@ -756,17 +779,13 @@ class ActionRun:
             lines += [f"Requested in {task.comment_url}", ""]
         if task.requester is not None and not task.requester.is_bot:
             lines.append(coauthor_trailer(task.requester.login, task.requester.id))
-        signature = self._failure_signature()
+        signature = _failure_signature(ci)
         if signature:  # lets a later automatic fix see that this commit met the same failure
             from bot.action.autofix import signature_trailer
 
             lines.append(signature_trailer(signature))
         return "\n".join(lines).strip() + "\n"
 
-    def _failure_signature(self) -> str | None:
-        from bot.action.autofix import signature_of
-
-        return signature_of(self._ci_context) if self._ci_context is not None else None
 
     def _stop_reason(self, result: WorkerResult | None, error: str) -> str:
         if result is None or result.setup_failed:
@@ -828,19 +847,19 @@ class ActionRun:
                           artifact_name=published.upload.name if published.upload else "")
         return published
 
-    def _finish(self, task: Task, outcome: RunOutcome) -> int:
+    def _finish(self, task: Task, outcome: RunOutcome, remote: Remote) -> int:
         report = outcome.report
         self._log_conclusion(report)
         body = render.render_report(report, self.redact)
-        github = self._require_github()
+        github = remote.require()
         should_comment = task.number is not None and task.kind != "scheduled"
         # Held in the state first: if posting fails, or this process dies, the post step posts it.
         self.state.record(report_body=body if should_comment else "", conclusion=report.status)
         posted: bool | None = None
         error = ""
         try:
-            if self._progress is not None:
-                self._progress.stop()  # the report replaces the progress, with the write retries below
+            if remote.progress is not None:
+                remote.progress.stop()  # the report replaces the progress, with the write retries below
             if self.state.tracking_comment_id is not None:
                 self._edit_tracking(github, body)
                 posted = True
@@ -889,7 +908,7 @@ class ActionRun:
 
     # -- dry run -------------------------------------------------------------------------------------------
     def _execute_dry_run(self, task: Task) -> int:
-        outcome = self._work_safely(task)
+        outcome = self._work_safely(task, Remote())
         report = outcome.report
         self._log_conclusion(report)
         print(render.render_report(report, self.redact))
@@ -898,6 +917,12 @@ class ActionRun:
             log(f"opi: dry run: nothing was pushed; the change is already in the working tree "
                 f"({self.context.workspace}), and the patch is saved at {outcome.patch_path}")
         return EXIT_OK if report.status in ("success", "no_changes") else EXIT_FAILED
+
+
+def _failure_signature(ci: CiInfo | None) -> str | None:
+    from bot.action.autofix import signature_of
+
+    return signature_of(ci.context) if ci is not None else None
 
 
 def _not_done_status(result: WorkerResult | None, error: str) -> render.Status:
