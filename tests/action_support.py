@@ -145,3 +145,19 @@ def parse_github_output(text: str) -> dict[str, str]:
         values[name] = "\n".join(lines[i + 1:end])
         i = end + 1
     return values
+
+
+# -- GitHub App keys ---------------------------------------------------------------------------------------
+def rsa_key_pair() -> tuple[str, bytes]:
+    """A fresh RSA key as a GitHub App's private key (PEM text) and its public key (PEM bytes), which
+    tests/fake_github.py verifies JWTs with."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private, public
+

@@ -21,14 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bot.action.autofix import TRAILER, failure_signature, signature_trailer
 from bot.action.events import BOT_MARKER
 from tests import action_support as payloads
 from tests.action_runner import API_KEY, FIXED_APP, REPO, TOKEN, Runner
-from tests.action_support import git
+from tests.action_support import git, rsa_key_pair
 from tests.fake_github import FakeRequest
 from tests.fake_llm import Reply
 from tests.git_http import GitHttpServer, basic_credentials
@@ -98,18 +96,9 @@ def _pytest_job_log() -> str:
     return "\ufeff" + "\n".join(stamped) + "\n"
 
 
-def _rsa_key() -> tuple[str, bytes]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo)
-    return private, public
-
-
 @pytest.fixture(scope="module")
 def app_key() -> tuple[str, bytes]:
-    return _rsa_key()
+    return rsa_key_pair()
 
 
 @dataclass
@@ -294,7 +283,7 @@ def test_a_wrong_app_key_fails_before_any_work(red_pull: RedPull, app_key: tuple
     runner, github = red_pull.runner, red_pull.runner.github
     github.install_app(APP_ID, app_key[1], slug=APP_SLUG, installation_id=4242, repos=(REPO,),
                        bot_user_id=BOT_USER_ID)
-    other_key, _ = _rsa_key()
+    other_key, _ = rsa_key_pair()
     refs = red_pull.remote_refs()
     proc = runner.run(red_pull.env(app_id=str(APP_ID), app_private_key=other_key))
 

@@ -8,28 +8,20 @@ from collections.abc import Iterator
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from bot.action.app_auth import AppAuthError, mint_installation_token, requested_permissions
 from bot.action.redact import Redactor
+from tests.action_support import rsa_key_pair
 from tests.fake_github import FakeGitHub
 from tests.github_openapi import validate_request
 
 APP_ID = 123456
 
 
-def _rsa_pem() -> tuple[str, bytes]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo)
-    return private, public
-
-
 @pytest.fixture(scope="module")
 def app_key() -> tuple[str, bytes]:
-    return _rsa_pem()
+    return rsa_key_pair()
 
 
 @pytest.fixture
@@ -66,7 +58,7 @@ def test_a_key_pasted_with_escaped_newlines_works(github: FakeGitHub, app_key: t
 
 
 def test_a_wrong_key_fails_naming_app_authentication(github: FakeGitHub) -> None:
-    other_key, _ = _rsa_pem()
+    other_key, _ = rsa_key_pair()
     with pytest.raises(AppAuthError, match=r"^GitHub App authentication failed: GitHub rejected the app's JWT") as info:
         mint_installation_token(APP_ID, other_key, "o/r", api_url=github.url)
     assert "BEGIN" not in str(info.value) and not github.minted
