@@ -262,28 +262,45 @@ def _search_rg(rg: str, target: Path, params: GrepParams, stop: _Stop,
     if params.context:
         command += ["--context", str(params.context)]
     command += ["--regexp", params.pattern, "--", where]
-    found_any = False
     lines = _stream(command, cwd, subprocess.DEVNULL, stop, env, f"ripgrep ({rg})")
+    returncode, errors, found = yield from _parsed(lines, _parse_rg_event)
+    if returncode == 2 and errors:
+        if found:
+            yield f"[Some files could not be searched: {errors.splitlines()[0]}]"
+        elif "regex" in errors:
+            raise ToolError(f"Invalid pattern: {errors}. Set literal=true to search for the text as is.")
+        else:
+            raise ToolError(f"ripgrep failed: {errors}")
+
+
+def _parsed(lines: Generator[bytes, None, tuple[int, str]],
+            parse: Callable[[bytes], _Line | None]) -> Generator[_Line, None, tuple[int, str, int]]:
+    """The parsed lines of a search subprocess (`_stream`); returns (exit code, stderr, lines yielded).
+    Closing this generator early stops the search."""
+    count = 0
     try:
         while True:
             try:
                 raw = next(lines)
             except StopIteration as done:
                 returncode, errors = done.value
-                break
-            line = _parse_rg_event(raw)
+                return returncode, errors, count
+            line = parse(raw)
             if line is not None:
-                found_any = True
+                count += 1
                 yield line
     finally:
-        lines.close()  # stops ripgrep when the caller has enough
-    if returncode == 2 and errors:
-        if found_any:
-            yield f"[Some files could not be searched: {errors.splitlines()[0]}]"
-        elif "regex" in errors:
-            raise ToolError(f"Invalid pattern: {errors}. Set literal=true to search for the text as is.")
-        else:
-            raise ToolError(f"ripgrep failed: {errors}")
+        lines.close()  # stops the subprocess when the caller has enough
+
+
+def _parse_fallback_event(raw: bytes) -> _Line | None:
+    try:
+        event = json.loads(raw)
+    except ValueError:
+        return None  # a line cut short by a kill; the kill's reason is reported
+    if "error" in event:
+        raise ToolError(f"Invalid pattern: {event['error']}. Set literal=true to search for the text as is.")
+    return _Line(event["path"], event["line"], event["text"], event["match"])
 
 
 def _parse_rg_event(raw: bytes) -> _Line | None:
@@ -325,22 +342,6 @@ def _search_python(target: Path, params: GrepParams, glob: GlobMatcher | None, s
         stdin.write(json.dumps(request).encode())
         stdin.seek(0)
         lines = _stream(command, root, stdin, stop, env, "the Python search")
-        try:
-            while True:
-                try:
-                    raw = next(lines)
-                except StopIteration as done:
-                    returncode, errors = done.value
-                    break
-                try:
-                    event = json.loads(raw)
-                except ValueError:
-                    continue  # a line cut short by a kill; the kill's reason is reported
-                if "error" in event:
-                    raise ToolError(f"Invalid pattern: {event['error']}. Set literal=true to search for the "
-                                    "text as is.")
-                yield _Line(event["path"], event["line"], event["text"], event["match"])
-        finally:
-            lines.close()  # stops the search when the caller has enough
+        returncode, errors, _ = yield from _parsed(lines, _parse_fallback_event)
     if returncode != 0:
         raise ToolError(f"The Python search failed: {errors.splitlines()[-1] if errors else returncode}")
