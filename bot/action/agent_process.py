@@ -12,13 +12,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -52,21 +51,6 @@ def worker_command() -> list[str]:
     code = (f"import sys; sys.path.insert(0, {package_parent!r}); "
             "from bot.agent.worker import main; raise SystemExit(main(sys.argv[1:]))")
     return [sys.executable, "-I", "-B", "-c", code]
-
-
-@contextlib.contextmanager
-def _exit_notifier(worker: subprocess.Popen[bytes]) -> Iterator[Callable[[float], None]]:
-    """A wait for at most N seconds that returns as soon as `worker` exits (a pidfd where Linux has one,
-    else a short sleep)."""
-    try:
-        pidfd = os.pidfd_open(worker.pid)
-    except (AttributeError, OSError):
-        yield lambda seconds: time.sleep(min(seconds, 0.05))
-        return
-    try:
-        yield lambda seconds: select.select([pidfd], [], [], seconds) and None
-    finally:
-        os.close(pidfd)
 
 
 def _restricted_child() -> Callable[[], None]:
@@ -144,7 +128,7 @@ class AgentProcess:
     def _wait(self, worker: subprocess.Popen[bytes], timeout: float | None,
               cancelled: threading.Event) -> None:
         deadline = time.monotonic() + timeout if timeout else None
-        with _exit_notifier(worker) as exited:
+        with proc.exit_waiter(worker) as exited:
             while worker.poll() is None:
                 # Woken at once when the worker exits; a cancel or the deadline is noticed within 0.2 s.
                 exited(0.2)

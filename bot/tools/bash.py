@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import select
 import shutil
 import signal
 import subprocess
@@ -145,8 +144,7 @@ def _wait(proc: subprocess.Popen[bytes], deadline: float, ctx: ToolContext, log:
           cap: int) -> str | None:
     """Wait for the shell to exit: None when it did, else why it must be stopped ("timed_out",
     "cancelled", "output_capped"). A pidfd wakes the wait the moment the shell exits."""
-    pidfd = _pidfd(proc.pid)
-    try:
+    with process_tree.exit_waiter(proc) as wait:
         while proc.poll() is None:
             if ctx.cancel.is_set():
                 return "cancelled"
@@ -155,22 +153,7 @@ def _wait(proc: subprocess.Popen[bytes], deadline: float, ctx: ToolContext, log:
                 return "timed_out"
             if os.fstat(log.fileno()).st_size >= cap:
                 return "output_capped"
-            pause = min(_POLL_SECONDS, deadline - now)
-            if pidfd is not None:
-                select.select([pidfd], [], [], pause)
-            else:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=pause)
-        return None
-    finally:
-        if pidfd is not None:
-            os.close(pidfd)
-
-
-def _pidfd(pid: int) -> int | None:
-    try:
-        return os.pidfd_open(pid)
-    except (AttributeError, OSError):  # not Linux, or a kernel older than 5.3
+            wait(min(_POLL_SECONDS, deadline - now))
         return None
 
 

@@ -25,7 +25,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from functools import cache
 from typing import Any
 
@@ -199,6 +199,30 @@ def _setpriv_with_pdeathsig() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return path if probe.returncode == 0 else None
+
+
+@contextlib.contextmanager
+def exit_waiter(proc: subprocess.Popen[Any]) -> Iterator[Callable[[float], None]]:
+    """A wait of at most N seconds that returns the moment `proc` exits: a pidfd where Linux has one
+    (no polling back-off), else `Popen.wait` with that timeout. Callers check their own stop conditions
+    between waits."""
+    try:
+        pidfd: int | None = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # not Linux, or a kernel older than 5.3
+        pidfd = None
+
+    def wait(seconds: float) -> None:
+        if pidfd is not None:
+            select.select([pidfd], [], [], seconds)
+        else:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=seconds)
+
+    try:
+        yield wait
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
 
 
 # -- process trees ---------------------------------------------------------------------------------------
