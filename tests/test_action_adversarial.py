@@ -167,15 +167,24 @@ def run_attack(runner: Runner, env_extra: dict[str, str], workspace_owner: int) 
 
 
 
-def agent_processes(uid: int) -> list[int]:
+def agent_processes(uid: int, workspace: Path) -> list[int]:
+    """Processes of the agent's uid that belong to this run: working in its workspace, or carrying its
+    GITHUB_WORKSPACE in their environment (every agent process inherits it). Another run on the machine
+    (a developer's pytest beside this one) uses the same uid, but never this workspace."""
+    marker = f"GITHUB_WORKSPACE={workspace}".encode()
     pids = []
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.stat(f"/proc/{entry}").st_uid == uid:
-                    pids.append(int(entry))
-            except OSError:
-                pass
+        if not entry.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}").st_uid != uid:
+                continue
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:
+            continue  # gone meanwhile
+        if cwd.startswith(str(workspace)) or marker in environ.split(b"\0"):
+            pids.append(int(entry))
     return pids
 
 
@@ -222,7 +231,7 @@ def test_no_secret_leaves_the_run_through_any_channel(runner: Runner, workspace_
 
     # Nothing the agent started outlived the run.
     agent_uid = 65532 if workspace_owner == 0 else workspace_owner
-    assert agent_processes(agent_uid) == []
+    assert agent_processes(agent_uid, runner.workspace) == []
 
 
 @pytest.fixture(autouse=True)
