@@ -2,6 +2,13 @@
 
 Prints wall time, CPU (user+sys of the child), peak RSS, per-turn harness overhead (wall time minus the
 time spent inside the server's request handlers, divided by turns) and the median `opi --version` time.
+
+Bytecode: opi is measured as installed, with a `.pyc` for every module it imports, as `pip install`
+writes them (and as Python writes `__pycache__` on the first run of an editable install). The harness
+does not rely on the machine for this: the children use their own PYTHONPYCACHEPREFIX, filled by one
+warm-up run, so a developer's PYTHONDONTWRITEBYTECODE=1 (set on the dev machine) does not make every
+run recompile opi's own modules. The same runs are repeated without bytecode for opi's modules (its
+dependencies keep theirs) and reported beside; the targets apply to the installed figure.
 When pi 0.73.1 is installed (`npm install --prefix /tmp/opi-ci-pi @mariozechner/pi-coding-agent@0.73.1`),
 pi runs the same task against the same server (its models.json points a provider at it), interleaved
 with opi's runs so both see the same machine load, and the ratio of the best wall times is reported.
@@ -162,12 +169,21 @@ class ChildRun:
 
 
 def run_child(command: list[str], *, cwd: Path, env: dict[str, str], timeout: float = 300,
-              on_start: Any = None) -> ChildRun:
+              on_start: Any = None, rss_probe: bool = False) -> ChildRun:
     """Run one process and measure it alone: wall time, its own CPU (user+sys) and its own peak RSS
-    (os.wait4, so a heavier process run earlier, such as pi, does not leak into the figure)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    (os.wait4, so a heavier process run earlier, such as pi, does not leak into the figure).
+
+    Linux records the old address space's high-water mark at exec, so a child forked straight from this
+    process would report at least this process's own peak (which grows with the server's recorded
+    requests). With rss_probe, GNU time (`/usr/bin/time`, ~2 MB) is put in between when installed and
+    the peak RSS comes from its report; it adds ~4 ms of wall time, so timed runs leave it out and
+    their RSS figure is an upper bound."""
+    gnu_time = shutil.which("time", path="/usr/bin:/bin") if rss_probe and on_start is None else None
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile(mode="r", suffix=".rss") as rss_report:
+        spawned = [gnu_time, "-f", "%M", "-o", rss_report.name, *command] if gnu_time else command
         started = time.perf_counter()
-        process = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        process = subprocess.Popen(spawned, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         if on_start is not None:
             on_start(process.pid)
         deadline = started + timeout
@@ -183,8 +199,9 @@ def run_child(command: list[str], *, cwd: Path, env: dict[str, str], timeout: fl
         process.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
+        peak_kib = int(rss_report.read().split()[-1]) if gnu_time else usage.ru_maxrss  # Linux: KiB
         return ChildRun(process.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace"),
-                        wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)  # Linux: KiB
+                        wall, usage.ru_utime + usage.ru_stime, peak_kib / 1024)
 
 
 def time_version(runs: int, env: dict[str, str]) -> list[float]:
@@ -229,9 +246,10 @@ def pi_home(home: Path, server: FakeLLMServer) -> None:
 PROMPT = "Read the modules and tell me what they do."
 
 
-def run_opi(server: FakeLLMServer, workspace: Path, env: dict[str, str], model: str, turns: int) -> ChildRun:
+def run_opi(server: FakeLLMServer, workspace: Path, env: dict[str, str], model: str, turns: int, *,
+            rss_probe: bool = False) -> ChildRun:
     run = run_child([*opi_command(), "-p", PROMPT, "--model", model, "--max-turns", str(turns + 5), "--json"],
-                    cwd=workspace, env=env)
+                    cwd=workspace, env=env, rss_probe=rss_probe)
     if run.returncode != 0:
         raise SystemExit(f"opi failed with exit code {run.returncode}:\n{run.stderr}")
     summary = json.loads(run.stdout.splitlines()[-1])
@@ -240,11 +258,12 @@ def run_opi(server: FakeLLMServer, workspace: Path, env: dict[str, str], model: 
     return run
 
 
-def run_pi(cli: Path, server: FakeLLMServer, workspace: Path, env: dict[str, str], sessions: Path) -> ChildRun:
+def run_pi(cli: Path, server: FakeLLMServer, workspace: Path, env: dict[str, str], sessions: Path, *,
+           rss_probe: bool = False) -> ChildRun:
     pi_env = {**env, "PI_OFFLINE": "1"}
     run = run_child(["node", str(cli), "--provider", "fake", "--model", "claude-sonnet-4-5", "--session-dir",
                      str(sessions), "--no-extensions", "--no-skills", "--no-context-files", "-p", PROMPT],
-                    cwd=workspace, env=pi_env)
+                    cwd=workspace, env=pi_env, rss_probe=rss_probe)
     if run.returncode != 0:
         raise SystemExit(f"pi failed with exit code {run.returncode}:\n{run.stderr}")
     return run
@@ -267,19 +286,30 @@ def run_benchmark(turns: int, version_runs: int, dialect: str, *, nodelay: bool 
         env["OPI_SESSIONS_DIR"] = str(tmp_path / "sessions")
         if cli is not None:
             pi_home(tmp_path / "home", server)
+        env, cold_env = bytecode_envs(env, tmp_path, lambda warm: run_opi(server, workspace, warm, model, turns))
         opi_runs: list[tuple[ChildRun, float, int]] = []
+        turn_gaps: list[list[float]] = []  # per opi run: the client's time between consecutive requests
+        cold_runs: list[ChildRun] = []
         pi_runs: list[ChildRun] = []
         for _ in range(runs):
             server_before, count_before = clock.total, clock.count
             opi_runs.append((run_opi(server, workspace, env, model, turns), clock.total - server_before,
                              clock.count - count_before))
+            turn_gaps.append(clock.gaps_ms()[count_before:])
+            cold_runs.append(run_opi(server, workspace, cold_env, model, turns))
             if cli is not None:
                 pi_runs.append(run_pi(cli, server, workspace, env, tmp_path / "pi-sessions"))
+        # Peak memory from one more run of each, measured apart (see run_child).
+        opi_rss = run_opi(server, workspace, env, model, turns, rss_probe=True).peak_rss_mib
+        pi_rss = run_pi(cli, server, workspace, env, tmp_path / "pi-sessions", rss_probe=True).peak_rss_mib \
+            if cli is not None else None
         server.verify()
         versions = time_version(version_runs, env)
         floor = time_command([sys.executable, "-c", "pass"], version_runs, env)  # the interpreter alone
 
-    best, server_s, requests = min(opi_runs, key=lambda item: item[0].wall_s)
+    best_index = min(range(len(opi_runs)), key=lambda i: opi_runs[i][0].wall_s)
+    best, server_s, requests = opi_runs[best_index]
+    gaps = turn_gaps[best_index]
     summary = json.loads(best.stdout.splitlines()[-1])
     figures: dict[str, Any] = {
         "dialect": dialect,
@@ -290,25 +320,46 @@ def run_benchmark(turns: int, version_runs: int, dialect: str, *, nodelay: bool 
         "wall_s": round(best.wall_s, 3),
         "wall_median_s": round(statistics.median(r.wall_s for r, _, _ in opi_runs), 3),
         "cpu_s": round(best.cpu_s, 3),
-        "peak_rss_mib": round(max(r.peak_rss_mib for r, _, _ in opi_runs), 1),
+        "peak_rss_mib": round(opi_rss, 1),
         "server_s": round(server_s, 3),
         "overhead_per_turn_ms": round((best.wall_s - server_s) / turns * 1000, 2),
         # the agent loop alone (from the run's own summary): no interpreter start-up, no imports
         "loop_s": summary["duration_seconds"],
         "loop_overhead_per_turn_ms": round((summary["duration_seconds"] - server_s) / turns * 1000, 2),
+        # after the first request (which pays the HTTP client's import): a turn's own time, steady state
+        "turn_gap_median_ms": round(statistics.median(gaps[: requests - 1]), 2) if requests > 1 else None,
         "version_median_ms": round(statistics.median(versions), 1),
         "version_min_ms": round(min(versions), 1),
         "python_startup_median_ms": round(statistics.median(floor), 1),
+        "no_bytecode_wall_s": round(min(r.wall_s for r in cold_runs), 3),
     }
     if pi_runs:
         pi_best = min(pi_runs, key=lambda r: r.wall_s)
         figures.update({
             "pi_wall_s": round(pi_best.wall_s, 3),
             "pi_cpu_s": round(pi_best.cpu_s, 3),
-            "pi_peak_rss_mib": round(max(r.peak_rss_mib for r in pi_runs), 1),
+            "pi_peak_rss_mib": round(pi_rss or 0.0, 1),
             "wall_ratio_to_pi": round(best.wall_s / pi_best.wall_s, 3),
+            "no_bytecode_wall_ratio_to_pi": round(figures["no_bytecode_wall_s"] / pi_best.wall_s, 3),
         })
     return figures
+
+
+def bytecode_envs(env: dict[str, str], tmp: Path, warm_up: Any) -> tuple[dict[str, str], dict[str, str]]:
+    """(as installed, without opi's bytecode): two children's environments with their own bytecode caches.
+
+    One warm-up run writes a `.pyc` for every module opi imports into a private cache; the second cache
+    is a copy without opi's own modules. Neither writes more, so every measured run sees the same files.
+    """
+    installed_cache, cold_cache = tmp / "pycache-installed", tmp / "pycache-no-opi"
+    writing = {**env, "PYTHONPYCACHEPREFIX": str(installed_cache)}
+    writing.pop("PYTHONDONTWRITEBYTECODE", None)
+    warm_up(writing)
+    shutil.copytree(installed_cache, cold_cache)
+    shutil.rmtree(cold_cache / ROOT.relative_to(ROOT.anchor) / "bot")
+    frozen = {**env, "PYTHONDONTWRITEBYTECODE": "1"}
+    return ({**frozen, "PYTHONPYCACHEPREFIX": str(installed_cache)},
+            {**frozen, "PYTHONPYCACHEPREFIX": str(cold_cache)})
 
 
 def default_pi_prefix() -> str | None:
@@ -357,7 +408,15 @@ def print_figures(figures: dict[str, Any], misses: list[str]) -> None:
     print(f"  in server handlers {figures['server_s']:.3f} s")
     print(f"  overhead per turn  {figures['overhead_per_turn_ms']:.2f} ms (includes process start-up)")
     print(f"  agent loop         {figures['loop_s']:.3f} s, "
-          f"{figures['loop_overhead_per_turn_ms']:.2f} ms per turn outside the server")
+          f"{figures['loop_overhead_per_turn_ms']:.2f} ms per turn outside the server (the first turn "
+          "imports the HTTP client)")
+    if figures["turn_gap_median_ms"] is not None:
+        print(f"  one turn           {figures['turn_gap_median_ms']:.2f} ms median between a response's end "
+              "and the next request")
+    cold_ratio = (f", {figures['no_bytecode_wall_ratio_to_pi']:.2f}x pi's"
+                  if "no_bytecode_wall_ratio_to_pi" in figures else "")
+    print(f"  without bytecode for opi's modules: {figures['no_bytecode_wall_s']:.3f} s wall{cold_ratio} "
+          "(for information; no target)")
     if "pi_wall_s" in figures:
         print(f"pi on the same task  {figures['pi_wall_s']:.3f} s wall, {figures['pi_cpu_s']:.3f} s CPU, "
               f"{figures['pi_peak_rss_mib']:.1f} MiB peak RSS")

@@ -14,7 +14,6 @@ Every problem (unknown key, wrong type, unreadable TOML, bad environment value) 
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -133,6 +132,8 @@ def config_files(cwd: Path, explicit: Path | None = None, env: Mapping[str, str]
 
 # -- loading -----------------------------------------------------------------------------------------
 def read_toml(path: Path) -> dict[str, Any]:
+    import tomllib  # here, not at the top: most runs have no config file, and it costs 2 ms to import
+
     try:
         with path.open("rb") as handle:
             data = tomllib.load(handle)

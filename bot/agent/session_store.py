@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.agent.pi_format import session_from_pi
 from bot.agent.session import (
     BIG_FILE_BYTES,
     Session,
@@ -43,6 +42,8 @@ def load_session(path: str | Path, *, reconstruct: bool = True) -> Session:
     header = parse_header_line(file, lines[0])
     with gc_paused(freeze=len(data) > BIG_FILE_BYTES):
         if is_pi_header(header):
+            from bot.agent.pi_format import session_from_pi  # only pi's files need the converter
+
             return session_from_pi(file, header, lines)
         return Session.from_lines(file, header, lines, ends_with_newline=data.endswith(b"\n"),
                                   reconstruct=reconstruct)
