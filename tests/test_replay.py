@@ -286,6 +286,11 @@ def test_the_demo_script_prints_the_comment(tmp_path: Path) -> None:
     assert "✅ **opi finished**" in done.stdout
     assert "+def farewell(name: str) -> str:" in done.stdout and "test_greet.py" in done.stdout
     assert "passes (2 tests)" in done.stdout
+    # The replay spent nothing; the comment shows what the recording cost, said so, and never a bare $0.
+    recorded = Session.load(EXAMPLES / "session.jsonl").totals().cost.total
+    assert recorded is not None and recorded > 0
+    assert f"Cost: ${recorded:.4f} as recorded (the replay itself spent nothing), 4 turns" in done.stdout
+    assert "$0.0000" not in done.stdout
     (checkout,) = tmp_path.glob("opi-demo.*/repo")
     assert 'return f"Goodbye, {name}!"' in (checkout / "greet.py").read_text()
     tests = subprocess.run([sys.executable, "-m", "unittest", "-q"], cwd=checkout, capture_output=True, text=True,

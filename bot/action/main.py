@@ -232,6 +232,9 @@ class AgentRun:
     model: str
     error: str = ""
     previous_note: str = ""  # which earlier session of the thread this run continued
+    # The recording a `replay:PATH` model played back, from the broker's own settings: never a path the
+    # worker reported (its `model` is untrusted and names the replayed model, not the file).
+    replay_source: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -586,8 +589,9 @@ class ActionRun:
         result = launched.result
         if result is not None:
             log(f"opi: agent finished: {result.outcome} after {result.turns} turns")
+        replay_source = Path(settings.model.split(":", 1)[1]) if settings.model.startswith("replay:") else None
         return AgentRun(result, launched.session_path, launched.model, self.redact(launched.error),
-                        previous_note=previous.note or "")
+                        previous_note=previous.note or "", replay_source=replay_source)
 
     def _record_lent(self, entry: list[Any]) -> None:
         """A root-owned workspace lent to the agent's dedicated uid: the post step hands it back if this
@@ -825,8 +829,8 @@ class ActionRun:
                                      duration_seconds=time.monotonic() - self.started)
         else:
             return None
-        if costs is not None and agent_run.model.startswith("replay:"):
-            costs.recorded_cost = render.recorded_cost(Path(agent_run.model.split(":", 1)[1]))
+        if costs is not None and agent_run.replay_source is not None:
+            costs.recorded_cost = render.recorded_cost(agent_run.replay_source)
         return costs
 
     def _publish_session(self, task: Task, path: Path | None, patch_path: Path | None) -> Published | None:
