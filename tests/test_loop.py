@@ -14,8 +14,10 @@ from bot.agent.loop import Agent, Compacted, CompactionRequest, Limits, Outcome
 from bot.llm.errors import AuthError, ContextOverflowError, RateLimitError
 from bot.llm.messages import AssistantMessage, Cost, TextContent, ToolCall, Usage
 from bot.llm.mock import MockModel
+from bot.llm.models import EndpointConfig, resolve_model
 from bot.llm.retry import RetryPolicy
 from bot.tools.base import Tool, ToolContext, ToolOutput
+from tests.fake_llm import FakeLLMServer, Reply
 
 
 class DelayParams(BaseModel):
@@ -226,3 +228,17 @@ def test_cancel_mid_stream_saves_the_partial_answer_as_aborted(tmp_path: Path) -
     assert result.outcome is Outcome.ABORTED
     saved = agent.conversation.context()[-1]
     assert isinstance(saved, AssistantMessage) and saved.stop_reason == "aborted"
+    # No usage report came for the cut stream: what the run spent is unknown, never $0.
+    assert saved.cost.total is None and result.run_cost.total is None and result.cost.total is None
+
+
+def test_the_agent_sends_an_output_limit_only_when_the_model_has_a_known_one(tmp_path: Path,
+                                                                              fake_llm: FakeLLMServer) -> None:
+    fake_llm.enqueue_many([Reply(text="a"), Reply(text="b")])
+    endpoints = {"local": EndpointConfig(base_url=fake_llm.openai_base_url)}
+    unknown = resolve_model("local:qwen3-coder:30b", endpoints=endpoints, env={})
+    known = resolve_model("openai:gpt-4.1", env={"OPENAI_API_KEY": "k", "OPENAI_BASE_URL": fake_llm.openai_base_url})
+    for model in (unknown, known):
+        assert make_agent(model, tmp_path).run("go").outcome is Outcome.COMPLETED  # type: ignore[arg-type]
+    assert "max_tokens" not in fake_llm.requests[0].body  # a guessed 16k could exceed its real limit
+    assert fake_llm.requests[1].body["max_tokens"] == 32_768  # gpt-4.1's, from the model table

@@ -310,6 +310,7 @@ class Snapshot(Git):
         if real_index.is_file():
             shutil.copyfile(real_index, snapshot.index)
         snapshot.run("read-tree", "--reset", base_sha, env=snapshot._index_env())
+        snapshot._never_look_into_submodules()
         with contextlib.suppress(OSError):  # local ignore rules are content, not code
             (snapshot.bare / "info").mkdir(exist_ok=True)
             shutil.copyfile(source / "info" / "exclude", snapshot.bare / "info" / "exclude")
@@ -317,6 +318,19 @@ class Snapshot(Git):
 
     def _index_env(self) -> dict[str, str]:
         return {"GIT_INDEX_FILE": str(self.index)}
+
+    def _never_look_into_submodules(self) -> None:
+        """Mark the base's gitlinks skip-worktree, so `changes()` never examines them.
+
+        To see whether a submodule changed, `git add` starts `git status` inside the directory at a gitlink
+        path: a repository the agent may have planted there, whose config and attributes (a clean filter)
+        would then run with the broker's uid. The cost: a change to a submodule's commit is not delivered.
+        """
+        staged = self.run("ls-files", "--stage", "-z", env=self._index_env()).stdout
+        gitlinks = [entry.split("\t", 1)[1] for entry in staged.split("\0") if entry.startswith("160000 ")]
+        if gitlinks:
+            self.run("update-index", "--skip-worktree", "-z", "--stdin", env=self._index_env(),
+                     stdin="".join(f"{path}\0" for path in gitlinks))
 
     def changes(self) -> Changes:
         """Every file that differs from the base, read from the work tree (`.gitignore` respected; `.git`

@@ -305,7 +305,8 @@ class Agent:
             messages=self.conversation.context(),
             tools=self.tool_specs(),
             thinking=self.thinking,  # type: ignore[arg-type]
-            max_output_tokens=self.model.info.max_output_tokens,
+            # No explicit limit: each provider sends the model's own when it is known (an OpenAI-compatible
+            # endpoint gets none for an unknown model, where a guessed 16k could exceed its real limit).
             cancel=self.cancel,
         )
         partial = _PartialMessage()
@@ -335,6 +336,7 @@ class Agent:
         info = self.model.info
         message = AssistantMessage(content=partial.content(), provider=info.provider, model=info.id,
                                    api=info.api, stop_reason="aborted", error_message="aborted by user")
+        self.add_spend(message.usage, message.cost)  # no usage report came: the run's cost is unknown, not 0
         self.conversation.append(message)
         self.emit(ev.MessageEnd(message=message))
 
