@@ -100,6 +100,12 @@ def test_a_mistyped_flag_is_refused_with_the_nearest_one(work: Path, tmp_path: P
     assert f"did you mean {suggestion}" in done.stderr, done.stderr
 
 
+def test_subcommands_spell_flags_out_in_full_too(work: Path, tmp_path: Path) -> None:
+    done = opi(["pull", "--tok", "t", "https://github.com/o/r/actions/runs/1"], work, env_for(None, tmp_path))
+    assert done.returncode == 2
+    assert "unrecognized option --tok: did you mean --token?" in done.stderr, done.stderr
+
+
 def test_resume_without_an_id_and_no_terminal_lists_sessions(fake_llm: FakeLLMServer, work: Path,
                                                              tmp_path: Path) -> None:
     fake_llm.enqueue(Reply(text="first answer"))

@@ -387,6 +387,13 @@ def test_session_written_then_continued_and_forked(fake_llm: FakeLLMServer, work
     assert "second answer" in texts(fake_llm.bodies()[2]["messages"])
     assert "third question" not in session_path.read_text()  # the parent is untouched
 
+    # A fork the model never answered (a bad key) is a new file of that run, deleted like any new one.
+    files = sorted((tmp_path / "sessions").glob("*.jsonl"))
+    fake_llm.enqueue(ErrorReply(401, "invalid x-api-key"))
+    failed = opi(["-p", "fourth question", "--fork", header["id"][:8]], cwd=workspace, env=env)
+    assert failed.code == 3, failed.stderr
+    assert sorted((tmp_path / "sessions").glob("*.jsonl")) == files
+
 
 def test_no_session_writes_nothing(fake_llm: FakeLLMServer, workspace: Path, tmp_path: Path) -> None:
     fake_llm.enqueue("ok")

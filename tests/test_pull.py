@@ -100,6 +100,26 @@ def test_pull_a_run_url_picks_the_session_artifacts(fake_artifacts: FakeArtifact
     assert sorted(p.name for p in sessions_dir(isolated_home).iterdir()) == ["sess-b.jsonl"]
 
 
+def test_pull_puts_the_session_where_resume_looks_for_it(fake_artifacts: FakeArtifactService, isolated_home: Path,
+                                                         fake_llm: FakeLLMServer, tmp_path: Path) -> None:
+    """The config's session_dir is where `opi --resume ID` searches, so it is where pull writes."""
+    configured = tmp_path / "my-sessions"
+    (isolated_home / ".config" / "opi").mkdir(parents=True)
+    (isolated_home / ".config" / "opi" / "config.toml").write_text(f'session_dir = "{configured}"\n')
+    artifact = fake_artifacts.add_artifact("opi-session-4-77", session_zip(), run_id=77)
+    env = base_env(fake_artifacts, GITHUB_TOKEN=TOKEN)
+    done = opi("pull", f"https://github.com/octo/repo/actions/runs/77/artifacts/{artifact.id}", env=env,
+               cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (configured / f"{SESSION_ID}.jsonl").is_file()
+    assert f"opi --resume {SESSION_ID}\n" in done.stdout
+    fake_llm.enqueue(Reply(text="Renamed."))
+    env_resume = {**env, "ANTHROPIC_API_KEY": "sk-test", "ANTHROPIC_BASE_URL": fake_llm.anthropic_base_url}
+    resumed = opi("--resume", SESSION_ID, "-p", "What did you do?", "--model", "anthropic:claude-sonnet-4-5",
+                  env=env_resume, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+
+
 def test_pull_into_another_directory_prints_the_path(fake_artifacts: FakeArtifactService,
                                                      tmp_path: Path) -> None:
     artifact = fake_artifacts.add_artifact("opi-session-4-77", session_zip(), run_id=77)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.tools import bash as bash_module
 from bot.tools.base import ToolContext, ToolOutput
 from bot.tools.bash import BashTool
 from bot.tools.read import MAX_BYTES, MAX_LINES, ReadTool
@@ -194,7 +195,8 @@ def test_ansi_colours_are_stripped(ctx: ToolContext) -> None:
 
 
 def test_secrets_in_the_process_environment_are_invisible(ctx: ToolContext, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GITHUB_TOKEN", "ACTIONS_RUNTIME_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_URL"):
+    for name in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GITHUB_TOKEN", "ACTIONS_RUNTIME_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_URL",
+                 "AWS_SECRET_ACCESS_KEY", "DEPLOY_PRIVATE_KEY", "NPM_TOKEN", "SERVICE_SECRET"):
         monkeypatch.setenv(name, f"secret-{name}")
     monkeypatch.setenv("HARMLESS_SETTING", "visible")
     fresh = ToolContext(workspace=ctx.workspace)  # the default env is scrubbed from os.environ
@@ -267,6 +269,19 @@ def test_output_over_the_cap_kills_the_command_and_says_so(ctx: ToolContext) -> 
     log = Path(out.details["full_output_path"])
     assert log.stat().st_size <= ctx.output_cap_bytes  # the cap holds on disk
     assert "never" not in log.read_text()
+
+
+def test_output_past_the_cap_from_a_command_that_ends_between_two_checks_is_cut_too(
+        ctx: ToolContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx.output_cap_bytes = 1024 * 1024
+    # No size check while it runs (the shell's exit still wakes the wait at once): 3 MB, then the end.
+    monkeypatch.setattr(bash_module, "_POLL_SECONDS", 60.0)
+    out = bash(ctx, "head -c 3000000 /dev/zero | tr '\\0' 'a'; echo; echo done")
+    assert out.is_error
+    assert out.text.endswith("Command output passed the 1.0 MB limit before it ended; the rest was dropped. "
+                             "Redirect large output to a file in the workspace, or filter it (grep, tail).")
+    assert out.details is not None and out.details["output_capped"] is True
+    assert Path(out.details["full_output_path"]).stat().st_size == ctx.output_cap_bytes  # the cap holds on disk
 
 
 def test_the_full_log_lives_in_the_run_temp_dir_until_cleanup(ctx: ToolContext) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from bot.agent.config import Settings, SettingsError, config_dir
 from bot.agent.loop import Agent, Approver, Compactor, Conversation, Limits
 from bot.agent.prompt import build_system_prompt
-from bot.agent.session import Session, SessionConversation, SessionError
+from bot.agent.session import Entry, Session, SessionConversation, SessionError
 from bot.llm.base import Model
 from bot.llm.errors import ConfigError, ModelError
 from bot.llm.messages import Cost, Usage
@@ -44,6 +44,7 @@ class SessionHandle:
     cost: Cost = field(default_factory=Cost.zero)
     warnings: list[str] = field(default_factory=list)
     resumed: bool = False
+    copied_entries: int = 0  # a fork's file starts with its parent's entries; this run's own come after
 
     def close(self) -> None:
         if self.session is not None:
@@ -54,15 +55,18 @@ class SessionHandle:
         failed, or every request failed: a bad key, a wrong URL, a refused connection): its file is
         deleted, so `-c` and listings never land on a run with nothing in it."""
         self.close()
-        if self.resumed or self.session is None or self.path is None or _answered(self.session):
+        resumed_in_place = self.resumed and not self.copied_entries  # a fork writes a new file of this run
+        if resumed_in_place or self.session is None or self.path is None:
+            return
+        if _answered(self.session.entries[self.copied_entries:]):
             return
         self.path.unlink(missing_ok=True)
         self.path = None
 
 
-def _answered(session: Session) -> bool:
+def _answered(entries: Sequence[Entry]) -> bool:
     return any(entry["type"] == "message" and isinstance(entry.get("message"), dict)
-               and entry["message"].get("role") == "assistant" for entry in session.entries)
+               and entry["message"].get("role") == "assistant" for entry in entries)
 
 
 def endpoint_key_env_names(settings: Settings) -> tuple[str, ...]:
@@ -177,7 +181,7 @@ def open_session(settings: Settings, cwd: Path, *, resume: str | None = None, co
     resumed = bool(resume or fork or continue_) and bool(session.entries)
     return SessionHandle(conversation=SessionConversation(session), session=session, path=session.path,
                          usage=totals.usage, cost=totals.cost, warnings=list(session.warnings),
-                         resumed=resumed)
+                         resumed=resumed, copied_entries=len(session.entries) if fork else 0)
 
 
 # -- one run setup for every shell --------------------------------------------------------------------

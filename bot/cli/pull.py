@@ -96,15 +96,17 @@ def find_token(explicit: str | None, env: Mapping[str, str]) -> str | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from bot.cli.args import OpiArgumentParser  # flags spelled out in full, the nearest one on a typo
+
+    parser = OpiArgumentParser(
         prog="opi pull", description="Download a session that opi saved as a GitHub Actions artifact.",
         epilog="Without a token: gh run download RUN -R OWNER/REPO -n opi-session-N-RUN "
                "-D ~/.local/share/opi/sessions")
     parser.add_argument("url", help="the artifact URL from the bot's comment, or the run URL")
     parser.add_argument("--token", help="GitHub token (default: $GITHUB_TOKEN, $GH_TOKEN, `gh auth token`)")
     parser.add_argument("--api-url", help="REST API base (default: $GITHUB_API_URL or from the URL's host)")
-    parser.add_argument("--session-dir", help="where to put the session (default: $OPI_SESSIONS_DIR or "
-                                              "~/.local/share/opi/sessions)")
+    parser.add_argument("--session-dir", help="where to put the session (default: the session_dir setting, "
+                                              "$OPI_SESSIONS_DIR or ~/.local/share/opi/sessions)")
     parser.add_argument("--force", action="store_true", help="overwrite a different local file of the same name")
     return parser
 
@@ -122,9 +124,15 @@ def run_pull(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
         print(f"opi pull: {exc}", file=sys.stderr)
         return EXIT_USAGE
     api_url = args.api_url or env.get("GITHUB_API_URL") or target.api_url
+    from bot.agent.config import SettingsError, load_settings
     from bot.agent.session_store import sessions_dir
 
-    dest = sessions_dir(args.session_dir)
+    try:  # the directory `opi --resume` searches: the config's session_dir and OPI_SESSIONS_DIR apply
+        resume_dir = sessions_dir(load_settings(Path.cwd()).session_path)
+    except SettingsError as exc:
+        print(f"opi pull: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    dest = sessions_dir(args.session_dir) if args.session_dir else resume_dir
     from bot.action.artifacts import ArtifactError  # lazy: the CLI does not load the action at start-up
 
     try:
@@ -132,9 +140,8 @@ def run_pull(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     except (ArtifactError, PullError) as exc:
         print(f"opi pull: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    default_dir = sessions_dir(None)
     for path, session_id in pulled:
-        where = session_id if path.parent.resolve() == default_dir.resolve() else str(path)
+        where = session_id if path.parent.resolve() == resume_dir.resolve() else str(path)
         print(f"Pulled session {session_id} to {path}")
         print(f"Resume it with:\n  opi --resume {where}")
     return EXIT_OK

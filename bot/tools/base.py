@@ -39,7 +39,7 @@ _SECRET_NAMES = frozenset({
     "INPUT_GITHUB_TOKEN",
 })
 _SECRET_PREFIXES = ("ACTIONS_",)
-_SECRET_SUFFIXES = ("_API_KEY", "_TOKEN", "_SECRET")
+_SECRET_SUFFIXES = ("_API_KEY", "_TOKEN", "_SECRET", "_SECRET_ACCESS_KEY", "_PRIVATE_KEY")
 
 
 def is_secret_env_name(name: str) -> bool:

@@ -56,6 +56,7 @@ class _Run:
     seconds: float
     output_capped: bool = False
     leftovers_killed: int = 0
+    capped_after_exit: bool = False  # it wrote past the cap between two size checks, then ended by itself
 
 
 class BashTool(Tool):
@@ -117,11 +118,15 @@ class BashTool(Tool):
             if watch_leftovers:
                 leftovers = process_tree.kill_descendants(os.getpid(), keep=before)
             _signal_group(proc.pid, signal.SIGKILL)  # without a subreaper: at least the shell's own group
-        if stop == "output_capped":
-            # Whatever was written between the last size check and the kill is dropped: the cap holds on disk.
-            os.ftruncate(log.fileno(), min(os.fstat(log.fileno()).st_size, ctx.output_cap_bytes))
+        # Whatever was written past the cap is dropped, also by a command that ended (or whose leftovers
+        # wrote) between two size checks: the cap holds on disk.
+        size = os.fstat(log.fileno()).st_size
+        capped = stop == "output_capped" or size > ctx.output_cap_bytes
+        if capped:
+            os.ftruncate(log.fileno(), min(size, ctx.output_cap_bytes))
         return _Run(proc.returncode, stop == "timed_out", stop == "cancelled", time.monotonic() - started,
-                    output_capped=stop == "output_capped", leftovers_killed=len(leftovers))
+                    output_capped=capped, leftovers_killed=len(leftovers),
+                    capped_after_exit=capped and stop != "output_capped")
 
 
 _subreaper_lock = threading.Lock()
@@ -240,9 +245,12 @@ def _result(run: _Run, log_path: Path, timeout: float, cap: int) -> ToolOutput:
 
 
 def _status(run: _Run, timeout: float, cap: int) -> str:
+    advice = "Redirect large output to a file in the workspace, or filter it (grep, tail)."
+    if run.capped_after_exit:
+        return f"Command output passed the {format_size(cap)} limit before it ended; the rest was dropped. {advice}"
     if run.output_capped:
         return (f"Command output reached the {format_size(cap)} limit; it and every process it started were "
-                "killed. Redirect large output to a file in the workspace, or filter it (grep, tail).")
+                f"killed. {advice}")
     if run.timed_out:
         return f"Command timed out after {timeout:g} s; it and every process it started were killed."
     if run.cancelled:
