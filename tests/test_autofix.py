@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import jsonschema
 import pytest
 
 from bot.action.autofix import (
+    BOT_BRANCH_PREFIX,
     AutofixSettings,
     BotIdentity,
     check_autofix,
@@ -29,7 +32,7 @@ from bot.action.events import EventError, Ignored, PullRequest, Task
 from bot.action.github_api import GitHubClient, PullCommit
 from bot.action.redact import Redactor
 from tests.action_support import FIXTURES, SCHEMAS, load, registry
-from tests.fake_github import FakeGitHub
+from tests.fake_github import FakeGitHub, FakeRequest, FakeResponse, simple_user
 
 HEAD = "ec26c3e57ca3a959ca5aad62de7213c562f8c821"
 BOT = BotIdentity(login="opi-test-app[bot]", email="90001+opi-test-app[bot]@users.noreply.github.com")
@@ -96,6 +99,24 @@ def test_guards_on_the_payload(payload: Any, reason: str) -> None:
     assert isinstance(result, Ignored) and reason in result.reason
 
 
+@pytest.mark.parametrize("branch", ["opi/pr-7", "opi/issue-3", "opi/maintenance"])
+def test_a_run_on_one_of_the_bots_own_branches_is_not_taken(branch: str) -> None:
+    # With `mode: pr` a fix is a new pull request from opi/pr-<n>; fixing that one would open another.
+    result = route_workflow_run(workflow_run(branch=branch))
+    assert isinstance(result, Ignored)
+    assert f"branch {branch!r} is one of opi's own" in result.reason and "never auto-fixed" in result.reason
+
+
+def test_every_branch_the_bot_opens_a_pull_request_from_carries_its_prefix() -> None:
+    from bot.action.main import plan_branch
+
+    for kind, pull in (("pr_comment", _pull()), ("issue_comment", None), ("scheduled", None)):
+        task = Task(kind=kind, event_name="x", repo="octo-org/octo-repo", instructions="i",  # type: ignore[arg-type]
+                    is_fix=False, number=7, default_branch="master")
+        plan = plan_branch(task, pull, mode="pr")
+        assert plan.push_to and plan.open_pr_into and plan.push_to.startswith(BOT_BRANCH_PREFIX), plan
+
+
 def test_a_pull_request_of_another_repository_is_not_taken() -> None:
     payload = workflow_run()
     payload["workflow_run"]["pull_requests"][0]["base"]["repo"]["id"] = 999
@@ -135,8 +156,9 @@ SIG = failure_signature([("test (3.12)", ["tests/test_parse.py::test_parse"])])
 
 
 def _decide(**overrides: Any) -> Any:
-    arguments: dict[str, Any] = dict(head_sha=HEAD, pull=_pull(), labels=(), commits=[_commit(HEAD, bot=False)],
-                                     settings=ON, bot=BOT, default_branch="master", current_signature=SIG)
+    arguments: dict[str, Any] = dict(head_sha=HEAD, pull=_pull(), author="alice", labels=(),
+                                     commits=[_commit(HEAD, bot=False)], settings=ON, bot=BOT,
+                                     default_branch="master", current_signature=SIG)
     arguments.update(overrides)
     return decide(**arguments)
 
@@ -158,6 +180,26 @@ def test_never_a_fork_or_the_default_branch_or_a_stale_head() -> None:
     assert "moved on to bbbbbbb" in _decide(pull=_pull(sha="b" * 40)).reason
 
 
+def test_never_the_bots_own_pull_request() -> None:
+    on_its_branch = _decide(pull=_pull(ref="opi/pr-3"))
+    assert not on_its_branch.run and "branch 'opi/pr-3' is one of opi's own" in on_its_branch.reason
+    opened_by_it = _decide(author=BOT.login.upper())
+    assert not opened_by_it.run and f"opened by the bot ({BOT.login.upper()})" in opened_by_it.reason
+    assert _decide(author="dependabot[bot]").run  # another bot's pull request is a person's choice
+
+
+def test_a_commit_list_github_may_have_cut_short_stops_autofix() -> None:
+    # GitHub lists at most 250 commits of a pull request, oldest first: the bot's later commits, and the
+    # head, may be missing, so neither the attempt limit nor the same-failure stop could be trusted.
+    many = [_commit(f"{i:040x}", bot=False) for i in range(249)] + [_commit(HEAD, bot=False)]
+    cut = _decide(commits=many)
+    assert not cut.run and "250 commits or more" in cut.reason
+    assert _decide(commits=many[1:]).run  # 249 commits: the whole list
+    missing = _decide(commits=[_commit("a" * 40, bot=False)])
+    assert not missing.run and "ec26c3e is not among" in missing.reason
+    assert not _decide(commits=[]).run
+
+
 def test_attempts_are_counted_from_the_bots_commits() -> None:
     commits = [_commit("a" * 40, bot=False), _commit("b" * 40, bot=True), _commit("c" * 40, bot=False),
                _commit(HEAD, bot=True, message=f"fix\n\n{signature_trailer('0' * 16)}")]
@@ -175,6 +217,9 @@ def test_stop_when_the_bots_last_commit_failed_the_same_way() -> None:
     other = failure_signature([("test (3.12)", ["tests/test_other.py::test_x"])])
     assert _decide(commits=commits, current_signature=other).run  # a different failure: try again
     assert _decide(commits=commits, current_signature=None).run  # unknown: the attempt limit still bounds it
+    # GitHub orders a pull request's commits by date, so the head need not come last: it is found by sha.
+    reordered = [commits[1], _commit("d" * 40, bot=False)]
+    assert "failed the same way" in _decide(commits=reordered).reason
 
 
 def test_signatures_ignore_order_and_see_changes() -> None:
@@ -210,6 +255,27 @@ def test_settings_from_inputs() -> None:
 
 
 # -- with the fake GitHub ------------------------------------------------------------------------------------
+PULL_COMMITS_CAP = 250  # GitHub: "Lists a maximum of 250 commits for a pull request."
+
+
+@pytest.fixture(name="github")
+def github_like(github: FakeGitHub) -> Iterator[FakeGitHub]:
+    """The fake GitHub, with a pull request's commits paged and cut at 250 as GitHub does."""
+
+    def list_pull_commits(request: FakeRequest, match: re.Match[str]) -> FakeResponse:
+        per_page = int(request.query.get("per_page", ["30"])[0])
+        page = int(request.query.get("page", ["1"])[0])
+        listed = github.pull_commits.get(int(match["number"]), [])[:PULL_COMMITS_CAP]
+        return FakeResponse(200, listed[(page - 1) * per_page:page * per_page])
+
+    github.route("GET", r"/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/pulls/(?P<number>\d+)/commits", list_pull_commits)
+    yield github
+
+
+def _client(github: FakeGitHub) -> GitHubClient:
+    return GitHubClient(github.token, "octo-org/octo-repo", api_url=github.url, redact=Redactor())
+
+
 def test_check_autofix_reads_the_pull_request_labels_and_commits(github: FakeGitHub) -> None:
     payload = workflow_run()
     task = route_workflow_run(payload)
@@ -218,7 +284,7 @@ def test_check_autofix_reads_the_pull_request_labels_and_commits(github: FakeGit
     pull["labels"] = ["opi-autofix"]
     github.add_pull_commit(7, "a" * 40, login="alice", email="alice@example.com")
     github.add_pull_commit(7, HEAD, login=BOT.login, email=BOT.email, message=f"fix\n\n{signature_trailer(SIG)}")
-    client = GitHubClient(github.token, "octo-org/octo-repo", api_url=github.url, redact=Redactor())
+    client = _client(github)
     settings = AutofixSettings(max_attempts=3)
     decision = check_autofix(client, payload, task, settings=settings, bot=BOT, current_signature=SIG)
     assert not decision.run and "failed the same way" in decision.reason and decision.attempts == 1
@@ -227,6 +293,37 @@ def test_check_autofix_reads_the_pull_request_labels_and_commits(github: FakeGit
     pull["labels"] = []
     assert "autofix is off" in check_autofix(client, payload, task, settings=settings, bot=BOT,
                                              current_signature=other).reason
+
+
+def test_check_autofix_reads_who_opened_the_pull_request(github: FakeGitHub) -> None:
+    payload = workflow_run()
+    task = route_workflow_run(payload)
+    assert isinstance(task, Task)
+    pull = github.add_pull(7, head_ref="changes", base_ref="master", repo="octo-org/octo-repo", head_sha=HEAD)
+    pull["user"] = simple_user(BOT.login, 90001, "Bot")
+    github.add_pull_commit(7, HEAD, login="alice", email="alice@example.com")
+    decision = check_autofix(_client(github), payload, task, settings=ON, bot=BOT, current_signature=SIG)
+    assert not decision.run and "opened by the bot" in decision.reason
+    pull["user"] = simple_user("alice", 7)
+    assert check_autofix(_client(github), payload, task, settings=ON, bot=BOT, current_signature=SIG).run
+
+
+def test_bot_commits_past_githubs_250_commit_cap_stop_autofix(github: FakeGitHub) -> None:
+    payload = workflow_run()
+    task = route_workflow_run(payload)
+    assert isinstance(task, Task)
+    github.add_pull(7, head_ref="changes", base_ref="master", repo="octo-org/octo-repo", head_sha=HEAD)
+    for i in range(250):  # a long-lived branch
+        github.add_pull_commit(7, f"{i:040x}", login="alice", email="alice@example.com")
+    for i in range(9):  # nine bot fixes after them; the last, the head, failed the same way
+        github.add_pull_commit(7, HEAD if i == 8 else f"b{i:039x}", login=BOT.login, email=BOT.email,
+                               message=f"opi: fix\n\n{signature_trailer(SIG)}")
+    client = _client(github)
+    listed = client.pull_commits(7)
+    assert len(listed) == 250 and not any(BOT.made(commit) for commit in listed)  # what GitHub shows
+    decision = check_autofix(client, payload, task, settings=AutofixSettings(True, max_attempts=3), bot=BOT,
+                             current_signature=SIG)
+    assert not decision.run and "250 commits or more" in decision.reason
 
 
 def test_the_example_workflow_is_safe() -> None:

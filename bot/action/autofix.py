@@ -4,14 +4,20 @@ same-repository pull request branch becomes a `/opi fix` task for that pull requ
 Two stages of guards, both pure functions:
 1. `route_workflow_run(payload, settings)`, over the webhook payload alone: the run completed and
    failed; its head repository is this repository (fork PRs never: GitHub also leaves `pull_requests`
-   empty for them); its branch is not the default branch; it belongs to an open pull request whose head
-   and base are both this repository. The result is the same `Task` as `events.route` gives for
-   `/opi fix` on a PR (kind `pr_comment`, `is_fix=True`), or `Ignored` with the reason.
+   empty for them); its branch is not the default branch nor one of the bot's own `opi/` branches; it
+   belongs to an open pull request whose head and base are both this repository. The result is the same
+   `Task` as `events.route` gives for `/opi fix` on a PR (kind `pr_comment`, `is_fix=True`), or
+   `Ignored` with the reason.
 2. `decide(...)`, over the pull request data the broker reads afterwards: still not a fork nor the
-   default branch; the failing commit is still the PR head (else a newer run decides); autofix is on for
-   this PR (its label) or for the repository (an input); fewer than `max_attempts` commits of the bot
-   are on the PR; and the bot's last commit did not fail the same way (the failure signature it was
-   made to fix, kept in its `Opi-Failure:` trailer, equals the current one).
+   default branch; not the bot's own PR (its branch or its author); the failing commit is still the PR
+   head (else a newer run decides); autofix is on for this PR (its label) or for the repository (an
+   input); GitHub listed all the PR's commits (it lists at most 250) and the head among them, else
+   nothing below can be trusted; fewer than `max_attempts` commits of the bot are on the PR; and the
+   bot's head commit did not fail the same way (the failure signature it was made to fix, kept in its
+   `Opi-Failure:` trailer, equals the current one).
+
+Never fixing the bot's own pull requests is what bounds `mode: pr`: there a fix is a new PR from
+`opi/pr-<n>` with one bot commit, so the attempt count of each new PR would start again at one.
 
 The failure signature is a short hash of the failing checks and the failed test names
 (`failure_signature`); the broker adds `signature_trailer(...)` to the message of every fix commit.
@@ -29,9 +35,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bot.action.ci_logs import CiContext
 from bot.action.events import EventError, Ignored, PullRequest, Repository, Task, User
-from bot.action.github_api import GitHubClient, PullCommit
+from bot.action.github_api import PULL_COMMITS_LIMIT, GitHubClient, PullCommit
 
 DEFAULT_LABEL = "opi-autofix"
+BOT_BRANCH_PREFIX = "opi/"  # the bot's own branches (main.plan_branch: opi/pr-<n>, opi/issue-<n>, opi/maintenance)
 DEFAULT_MAX_ATTEMPTS = 3
 TRAILER = "Opi-Failure"
 _TRAILER_LINE = re.compile(rf"^{TRAILER}: ([0-9a-f]{{16}})\s*$", re.MULTILINE)
@@ -126,6 +133,10 @@ class BotIdentity:
         email = self.email.lower()
         return bool(email) and email in (commit.author_email.lower(), commit.committer_email.lower())
 
+    def opened(self, author: str) -> bool:
+        """Whether a pull request opened by `author` (a login) is the bot's."""
+        return bool(self.login) and author.lower() == self.login.lower()
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -160,6 +171,8 @@ def route_workflow_run(payload: Mapping[str, Any]) -> Task | Ignored:
         return Ignored("the run has no head branch")
     if run.head_branch == repo.default_branch:
         return Ignored(f"the run is on the default branch {repo.default_branch!r}, which is never auto-fixed")
+    if run.head_branch.startswith(BOT_BRANCH_PREFIX):
+        return Ignored(_own_branch(run.head_branch))
     pulls = sorted((pull for pull in run.pull_requests
                     if pull.head.ref == run.head_branch and pull.head.repo.id == repo.id
                     and pull.base.repo.id == repo.id), key=lambda pull: pull.number)
@@ -175,30 +188,67 @@ def route_workflow_run(payload: Mapping[str, Any]) -> Task | Ignored:
 
 
 # -- stage 2: the pull request ----------------------------------------------------------------------
-def decide(*, head_sha: str, pull: PullRequest, labels: Iterable[str], commits: Sequence[PullCommit],
-           settings: AutofixSettings, bot: BotIdentity, default_branch: str,
+def decide(*, head_sha: str, pull: PullRequest, author: str, labels: Iterable[str],
+           commits: Sequence[PullCommit], settings: AutofixSettings, bot: BotIdentity, default_branch: str,
            current_signature: str | None) -> Decision:
-    """Whether to run the fix, from the failing run's head sha, the PR as GitHub returns it now, its
-    labels and commits, and the signature of the current failure (None when unknown)."""
-    if pull.is_fork:
-        return Decision(False, "the pull request comes from a fork: never auto-fixed")
-    if pull.head.ref == default_branch:
-        return Decision(False, f"the pull request's head is the default branch {default_branch!r}")
-    if pull.head.sha != head_sha:
-        return Decision(False, f"the pull request moved on to {pull.head.sha[:7]}; the run for that commit decides")
-    if not settings.enabled_for_repository and settings.label not in set(labels):
-        return Decision(False, f"autofix is off for this pull request (add the {settings.label!r} label, or set "
-                               "the `autofix` input for the repository)")
+    """Whether to run the fix, from the failing run's head sha, the PR as GitHub returns it now and the
+    login that opened it, its labels and commits, and the signature of the current failure (None when
+    unknown)."""
+    refusal = (_pull_refusal(head_sha, pull, author, bot, default_branch)
+               or _switch_refusal(labels, settings) or _listing_refusal(head_sha, commits))
+    if refusal:
+        return Decision(False, refusal)
     attempts = sum(1 for commit in commits if bot.made(commit))
     if attempts >= settings.max_attempts:
         return Decision(False, f"the bot already made {attempts} commits on this pull request (the limit is "
                                f"{settings.max_attempts}); a person should look, or ask with /opi fix", attempts)
-    last = commits[-1] if commits else None
-    if last is not None and last.sha == head_sha and bot.made(last) and current_signature is not None \
-            and trailer_signature(last.message) == current_signature:
+    # Found by sha (`_listing_refusal` made sure it is listed): GitHub orders a PR's commits by date, so
+    # the head need not be the last one.
+    head = next(commit for commit in commits if commit.sha == head_sha)
+    if bot.made(head) and current_signature is not None and trailer_signature(head.message) == current_signature:
         return Decision(False, "the bot's last commit failed the same way as the failure it was made to fix; "
                                "stopping instead of trying the same again", attempts)
     return Decision(True, f"autofix attempt {attempts + 1} of {settings.max_attempts}", attempts)
+
+
+def _pull_refusal(head_sha: str, pull: PullRequest, author: str, bot: BotIdentity,
+                  default_branch: str) -> str | None:
+    if pull.is_fork:
+        return "the pull request comes from a fork: never auto-fixed"
+    if pull.head.ref == default_branch:
+        return f"the pull request's head is the default branch {default_branch!r}"
+    if pull.head.ref.startswith(BOT_BRANCH_PREFIX):
+        return _own_branch(pull.head.ref)
+    if bot.opened(author):
+        return f"the pull request was opened by the bot ({author}): the bot's own pull requests are never auto-fixed"
+    if pull.head.sha != head_sha:
+        return f"the pull request moved on to {pull.head.sha[:7]}; the run for that commit decides"
+    return None
+
+
+def _switch_refusal(labels: Iterable[str], settings: AutofixSettings) -> str | None:
+    if settings.enabled_for_repository or settings.label in set(labels):
+        return None
+    return (f"autofix is off for this pull request (add the {settings.label!r} label, or set the `autofix` "
+            "input for the repository)")
+
+
+def _listing_refusal(head_sha: str, commits: Sequence[PullCommit]) -> str | None:
+    """The attempt limit and the same-failure stop read the PR's commits; a list GitHub may have cut short
+    would hide the bot's latest commits, so both would let every red build through: refuse instead."""
+    if len(commits) >= PULL_COMMITS_LIMIT:
+        return (f"the pull request has {PULL_COMMITS_LIMIT} commits or more and GitHub lists only the first "
+                f"{PULL_COMMITS_LIMIT}, so the bot's earlier attempts cannot be counted; a person should look, "
+                "or ask with /opi fix")
+    if all(commit.sha != head_sha for commit in commits):
+        return (f"the failing commit {head_sha[:7]} is not among the pull request's commits GitHub listed, so "
+                "the bot's earlier attempts cannot be checked; the next run decides")
+    return None
+
+
+def _own_branch(branch: str) -> str:
+    return (f"branch {branch!r} is one of opi's own ({BOT_BRANCH_PREFIX}…): the bot's own pull requests are "
+            "never auto-fixed, since in `mode: pr` each fix would open another")
 
 
 def check_autofix(client: GitHubClient, payload: Mapping[str, Any], task: Task, *, settings: AutofixSettings,
@@ -207,9 +257,11 @@ def check_autofix(client: GitHubClient, payload: Mapping[str, Any], task: Task, 
     if task.number is None:
         return Decision(False, "no pull request")
     head_sha = parse_workflow_run(payload).workflow_run.head_sha
-    return decide(head_sha=head_sha, pull=client.get_pull(task.number), labels=client.pull_labels(task.number),
-                  commits=client.pull_commits(task.number), settings=settings, bot=bot,
-                  default_branch=task.default_branch, current_signature=current_signature)
+    pull = client.get_pull(task.number)
+    return decide(head_sha=head_sha, pull=pull, author=pull.user.login if pull.user else "",
+                  labels=client.pull_labels(task.number), commits=client.pull_commits(task.number),
+                  settings=settings, bot=bot, default_branch=task.default_branch,
+                  current_signature=current_signature)
 
 
 # -- failure signatures -------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import quote
 
-from bot.action.events import PullRequest
+from bot.action.events import PullRequest, User
 from bot.action.redact import Redactor
 from bot.llm.http import parse_retry_after
 
@@ -131,6 +131,15 @@ _CHECK_RUN_PAGES = 5  # at most 500 check runs of one commit
 _LOG_MAX_BYTES = 16 * 1024 * 1024  # a job log bigger than this keeps its tail, where failures are
 
 
+PULL_COMMITS_LIMIT = 250  # GitHub lists at most this many commits of a pull request, the oldest
+
+
+class PullDetails(PullRequest):
+    """A pull request as `get_pull` reads it, with who opened it (the autofix guards need that)."""
+
+    user: User | None = None  # None: a deleted account
+
+
 @dataclass(frozen=True)
 class PullCommit:
     sha: str
@@ -223,11 +232,11 @@ class GitHubClient:
 
         self._write(f"edit review comment {comment_id}", call, policy=self.retry if retry else NO_RETRY)
 
-    def get_pull(self, number: int) -> PullRequest:
-        def call() -> PullRequest:
+    def get_pull(self, number: int) -> PullDetails:
+        def call() -> PullDetails:
             pull = self._repo.get_pull(number)
             pull.update()  # lazy objects are fetched on demand; this is the one GET
-            return PullRequest.model_validate(pull.raw_data)
+            return PullDetails.model_validate(pull.raw_data)
 
         return self._call(f"read pull request #{number}", call)
 
@@ -325,11 +334,12 @@ class GitHubClient:
             raise GitHubError(self.redact(f"could not {what}: {exc}"), status=exc.status) from None
 
     def pull_commits(self, number: int) -> list[PullCommit]:
-        """The commits of a pull request, oldest first (GitHub lists at most 250)."""
+        """The commits of a pull request, in GitHub's order (by date, oldest first). GitHub lists at most
+        `PULL_COMMITS_LIMIT`: a list that long may have been cut short, the newest commits missing."""
 
         def call() -> list[PullCommit]:
             commits: list[PullCommit] = []
-            for page in range(1, 4):
+            for page in range(1, PULL_COMMITS_LIMIT // 100 + 2):  # pages of 100 up to GitHub's cap
                 _, data = self._gh.requester.requestJsonAndCheck(
                     "GET", f"/repos/{self.repo_name}/pulls/{number}/commits",
                     parameters={"per_page": 100, "page": page})
