@@ -184,8 +184,10 @@ def test_run_costs_come_from_this_runs_part_of_the_session(tmp_path: Path) -> No
     unknown = run_costs(_session(tmp_path / "u.jsonl", costs=[Cost(total=0.25), Cost()]))
     assert unknown is not None and unknown.cost.total is None and unknown.usd == "unknown price"
     assert run_costs(tmp_path / "missing.jsonl") is None
-    recorded = recorded_cost(path)  # a replay's source: everything recorded counts
-    assert recorded is not None and recorded.total == 5.75
+    # A replay's source is read by the same rule: a replay plays back the recorded run, and the entries a
+    # continued session copied from the thread's earlier runs were spent (and reported) by those runs.
+    recorded = recorded_cost(path)
+    assert recorded is not None and recorded.total == 0.75
 
 
 def test_the_truncation_note_only_promises_an_upload_that_happened() -> None:
@@ -214,3 +216,13 @@ def test_a_refused_workflow_push_is_explained() -> None:
     oauth = ("refusing to allow an OAuth App to create or update workflow `.github/workflows/a.yml` without "
              "`workflow` scope")
     assert workflow_push_refusal(oauth) is not None
+
+
+def test_a_refused_workflow_push_under_an_app_names_the_apps_settings() -> None:
+    # The app's token replaces `github_token`: another token there would change nothing.
+    stderr = ("refusing to allow a GitHub App to create or update workflow `.github/workflows/ci.yml` without "
+              "`workflows` permission")
+    text = workflow_push_refusal(stderr, app=True)
+    assert text is not None and "`.github/workflows/ci.yml`" in text
+    assert 'set the input `allow_workflow_edits: "true"`' in text and "**Workflows: Read and write**" in text
+    assert "github_token" not in text and "GITHUB_TOKEN" not in text

@@ -187,7 +187,9 @@ def test_rejected_push_is_reported_with_the_patch(runner: Runner) -> None:
     assert git(runner.remote, "rev-parse", "refs/heads/feature") == pushed[0]  # their work is intact
     body = runner.comment_bodies()[0]
     assert "push was rejected" in body and "someone pushed" in body and "+    return a + b" in body
-    assert runner.outputs()["conclusion"] == "rejected"
+    outputs = runner.outputs()
+    # `branch` and `commit_sha` name what was pushed: the rejected commit never reached the remote.
+    assert outputs["conclusion"] == "rejected" and outputs["branch"] == "" and outputs["commit_sha"] == ""
 
 
 def test_issue_comment_opens_a_pr_from_a_new_branch(runner: Runner) -> None:
@@ -334,6 +336,13 @@ def test_dry_run_prints_the_comment_without_github(tmp_path: Path, fake_llm: Fak
     assert "+    return a + b" in proc.stdout and "Dry run: nothing is pushed." in proc.stdout and "| Turns | 2 |" in proc.stdout
     assert (workspace / "app.py").read_text(encoding="utf-8") == FIXED_APP
     assert git(workspace, "status", "--porcelain") == "M app.py"  # the user's index untouched
+    # The change is already in the working tree, where applying its patch again fails: the comment says
+    # so, and where the patch is, instead of telling the user to `git apply` it.
+    patch = tmp_path / "temp" / "opi-3-local.patch"
+    assert "git apply" not in proc.stdout
+    assert f"The change is already in the working tree; the patch is saved at `{patch}`." in proc.stdout
+    assert subprocess.run(["git", "apply", "--check", str(patch)], cwd=workspace, capture_output=True,
+                          check=False).returncode != 0
     _assert_no_secrets(proc.stdout)
 
 

@@ -1,10 +1,12 @@
 """Fault injection for `opi action` (issue 11, "reports that never lie"): subprocess runs against the
 loopback fake GitHub, the fake artifact service and a real bare remote, where GitHub answers 502 to the
-final edit, the main step is SIGKILLed at a chosen moment, the artifact service answers 409, the token is
-bad, the remote refuses a workflow-file push, and a busy repository buries the thread's session.
+final edit, the main step is SIGKILLed or cancelled (SIGTERM) at a chosen moment, the artifact service
+answers 409, the token is bad, the remote refuses or rejects the push, the agent's worker is killed, and
+a busy repository buries the thread's session (or the artifacts cannot be listed at all).
 
-Kills are placed without timing guesses: a fake endpoint (or the model server) holds the request that
-marks the moment until the test has killed the step, so the state on disk is exactly that moment's."""
+Kills are placed without timing guesses: a fake endpoint (or the model server, or the remote's
+pre-receive hook) holds the request that marks the moment until the test has killed the step, so the
+state on disk is exactly that moment's."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,7 @@ from bot.action.continuation import parse_marker
 from bot.action.workflow import RunState
 from tests import action_support as payloads
 from tests.action_runner import API_KEY, FIXED_APP, REPO, TOKEN, Runner
-from tests.action_support import git
+from tests.action_support import git, push_from_elsewhere, rsa_key_pair
 from tests.fake_artifacts import FakeArtifactService, Request, Response, mount_on
 from tests.fake_github import FakeRequest, FakeResponse
 from tests.fake_llm import RecordedRequest, Reply
@@ -241,6 +244,9 @@ def test_killed_while_the_agent_works_the_post_step_says_nothing_was_pushed(runn
     assert "🛑 **opi was cancelled**" in body and "Nothing was pushed" in body and "Pushed" not in body
     # What it cost comes from the session the agent had written: one model call with a known price.
     assert "| Input tokens |" in body and "unknown price" not in body and "$0.0000" not in body
+    # How long it ran comes from the start time the main step recorded, not a made-up 0.
+    duration = re.search(r"\| Duration \| (\d+\.\d)s \|", body)
+    assert duration is not None and float(duration[1]) > 0, body
     outputs = runner.outputs()
     assert outputs["conclusion"] == "cancelled" and outputs["commit_sha"] == ""
     assert float(outputs["cost_usd"]) > 0
@@ -366,12 +372,21 @@ REFUSAL = ("refusing to allow a GitHub App to create or update workflow `.github
            "`workflows` permission")
 
 
+def _refuse_workflow_pushes(runner: Runner) -> None:
+    """The remote refuses every push the way GitHub refuses a workflow file pushed without permission."""
+    _pre_receive(runner, f"echo '{REFUSAL}' >&2\nexit 1")
+
+
+def _pre_receive(runner: Runner, script: str) -> None:
+    hook = runner.remote / "hooks" / "pre-receive"
+    hook.write_text(f"#!/bin/sh\n{script}\n", encoding="utf-8")
+    hook.chmod(0o755)
+
+
 def test_a_refused_workflow_push_explains_the_workflows_permission(runner: Runner) -> None:
     env = _pr_env(runner)
     before = git(runner.remote, "rev-parse", "refs/heads/feature")
-    hook = runner.remote / "hooks" / "pre-receive"
-    hook.write_text(f"#!/bin/sh\necho '{REFUSAL}' >&2\nexit 1\n", encoding="utf-8")
-    hook.chmod(0o755)
+    _refuse_workflow_pushes(runner)
     runner.llm.enqueue_many(_fix_script(".github/workflows/x.yml", WORKFLOW, "Added a workflow."))
     proc = runner.run(env)
     assert proc.returncode == 1
@@ -383,7 +398,28 @@ def test_a_refused_workflow_push_explains_the_workflows_permission(runner: Runne
     assert "+      - run: echo hi" in body and "Added a workflow." in body  # the work is not lost
     assert "pre-receive" not in body and "remote:" not in body and "Pushed" not in body  # no raw git output
     assert "refused" in proc.stderr and "`.github/workflows/x.yml`" in proc.stderr  # the job log says it too
-    assert runner.outputs()["conclusion"] == "error"
+    outputs = runner.outputs()
+    # `branch` and `commit_sha` name what was pushed: nothing was.
+    assert outputs["conclusion"] == "error" and outputs["branch"] == "" and outputs["commit_sha"] == ""
+    # Git reported the refusal: no push is left recorded as one that may have landed.
+    assert _load_state(runner).pushing_branch == ""
+
+
+def test_a_refused_workflow_push_with_an_app_says_to_allow_workflow_edits(runner: Runner) -> None:
+    """With `app_id`/`app_private_key` the app's token replaces `github_token`, so passing another token
+    there changes nothing: the advice is the input that asks the app for `workflows: write`."""
+    private_key, public_key = rsa_key_pair()
+    runner.github.install_app(424242, public_key, installation_id=4242, repos=(REPO,))
+    env = _pr_env(runner, app_id="424242", app_private_key=private_key)
+    _refuse_workflow_pushes(runner)
+    runner.llm.enqueue_many(_fix_script(".github/workflows/x.yml", WORKFLOW, "Added a workflow."))
+    proc = runner.run(env)
+    assert proc.returncode == 1
+    body = runner.comment_bodies()[0]
+    assert "GitHub refused the push because the commit changes the workflow file `.github/workflows/x.yml`" in body
+    assert 'set the input `allow_workflow_edits: "true"`' in body and "**Workflows: Read and write**" in body
+    assert "`github_token`" not in body
+    assert "+      - run: echo hi" in body  # the work is not lost
 
 
 # -- continuation in a busy repository -------------------------------------------------------------------------
@@ -443,3 +479,145 @@ def test_a_follow_up_finds_the_thread_session_behind_1000_newer_artifacts(
     assert listings == []
     second_report = [c["body"] for c in runner.github.comments.values()][-1]
     assert "Continues the session of [run 5001]" in second_report
+
+
+def test_a_first_run_that_cannot_list_artifacts_claims_no_earlier_session(runner: Runner) -> None:
+    """No report on the thread names a session, and listing the artifacts fails (a token without
+    `actions: read`): there may be no earlier session at all, so the comment must not speak of one."""
+    runner.github.fail("GET", r"/repos/[^/]+/[^/]+/actions/artifacts", 403, "Resource not accessible by integration")
+    runner.llm.enqueue_many(_fix_script())
+    proc = runner.run(_pr_env(runner))
+    assert proc.returncode == 0, proc.stderr
+    body = runner.comment_bodies()[0]
+    assert "opi could not look for an earlier session of #7 (the job log says why)" in body
+    assert "could not be continued" not in body and "HTTP 403" not in body
+    assert "could not look for an earlier session of #7: " in proc.stderr and "HTTP 403" in proc.stderr
+
+
+# -- a cancel outside the agent's run ----------------------------------------------------------------------------
+
+def _hold_request(runner: Runner, method: str, path: str, tripwire: Tripwire) -> None:
+    """The fake GitHub holds the first `method` request to a path matching `path` at the tripwire, before
+    taking its lock, so the step's other requests (its final report) still go through meanwhile."""
+    handle = runner.github.handle
+
+    def held(request: FakeRequest) -> FakeResponse:
+        if request.method == method and re.search(path, request.path) and not tripwire.reached.is_set():
+            tripwire.hold()
+        return handle(request)
+
+    runner.github.handle = held  # type: ignore[method-assign]
+
+
+def _cancel_at(proc: subprocess.Popen[bytes], log: Path, reached: Callable[[], bool]) -> None:
+    """SIGTERM the main step (a cancelled job) once `reached()`, and wait for it to report and exit."""
+    try:
+        for _ in range(2_400):
+            if reached():
+                break
+            if proc.poll() is not None:
+                pytest.fail(f"the main step ended (exit {proc.returncode}) before the moment to cancel it:\n"
+                            f"{log.read_text(encoding='utf-8', errors='replace')}")
+            time.sleep(0.05)
+        else:
+            pytest.fail("the main step never reached the moment to cancel it")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=60)
+
+
+def test_a_cancel_after_the_push_says_what_was_pushed_and_keeps_the_answer(runner: Runner) -> None:
+    """Cancelled while opening the pull request: the push had landed, the agent had answered and spent."""
+    runner.llm.enqueue_many(_fix_script())
+    payload = payloads.issue_comment("/opi fix the add function")
+    payload["repository"]["default_branch"] = "main"
+    env = runner.env("issue_comment", payload)
+    tripwire = Tripwire()
+    _hold_request(runner, "POST", r"/pulls$", tripwire)
+    proc, log = _start(runner, env)
+    try:
+        _cancel_at(proc, log, tripwire.reached.is_set)
+    finally:
+        tripwire.released.set()
+    assert proc.returncode == 1
+
+    sha = git(runner.remote, "rev-parse", "refs/heads/opi/issue-1")
+    (tracking,) = runner.github.comments.values()
+    body = tracking["body"]
+    assert "🛑 **opi was cancelled**" in body and "Nothing was pushed" not in body
+    assert f"It had pushed [`{sha[:7]}`](https://github.com/{REPO}/commit/{sha}) to `opi/issue-1`." in body
+    assert ANSWER in body and "| Turns | 2 |" in body and "| Input tokens |" in body
+    outputs = runner.outputs()
+    assert outputs["conclusion"] == "cancelled" and outputs["commit_sha"] == sha
+    assert outputs["branch"] == "opi/issue-1" and outputs["turns"] == "2" and float(outputs["cost_usd"]) > 0
+    assert Path(outputs["session_path"]).is_file()
+    _no_secrets(body, log.read_text(encoding="utf-8"))
+
+
+def test_a_cancel_during_the_push_says_to_look_at_the_branch(runner: Runner) -> None:
+    """Cancelled while git was pushing: whether the push landed is not known, and the report says so."""
+    env = _pr_env(runner)
+    before = git(runner.remote, "rev-parse", "refs/heads/feature")
+    reached, release = runner.tmp / "push-reached", runner.tmp / "push-released"
+    # The remote holds the push until the test lets it go (a minute at most), then refuses it.
+    _pre_receive(runner, f"touch '{reached}'\nfor i in $(seq 600); do [ -e '{release}' ] && break; sleep 0.1; "
+                         "done\nexit 1")
+    runner.llm.enqueue_many(_fix_script())
+    proc, log = _start(runner, env)
+    try:
+        _cancel_at(proc, log, reached.exists)
+    finally:
+        release.touch()
+    assert proc.returncode == 1
+    assert git(runner.remote, "rev-parse", "refs/heads/feature") == before
+    body = runner.comment_bodies()[0]
+    assert "🛑 **opi was cancelled**" in body and "Nothing was pushed" not in body
+    assert "It was pushing to `feature` when it stopped; look at the branch to see whether that push landed." in body
+    assert ANSWER in body and "| Turns | 2 |" in body
+    outputs = runner.outputs()
+    assert outputs["conclusion"] == "cancelled" and outputs["commit_sha"] == "" and outputs["branch"] == ""
+
+
+# -- what the report says about the push and the agent --------------------------------------------------------
+
+def test_a_rejected_push_is_not_left_recorded_as_a_push_that_may_have_landed(runner: Runner) -> None:
+    """Git said the push was rejected: when the post step has to post the report, it must not call the
+    push's fate unknown."""
+    env = _pr_env(runner)
+    replies = iter(_fix_script())
+
+    def responder(request: RecordedRequest) -> Reply:
+        if len(runner.llm.requests) == 2:  # while the agent works, someone pushes to the branch
+            push_from_elsewhere(runner.tmp, runner.remote, "feature", "theirs.txt", "x\n")
+        return next(replies)
+
+    runner.llm.responder = responder
+    failure = FinalEditFailure(runner, times=1_000)
+    main = runner.run(env)
+    assert main.returncode == 1
+    state = _load_state(runner)
+    assert state.conclusion == "rejected" and state.report_posted is False
+    assert state.pushing_branch == "" and not state.pushed
+
+    failure.times = 0
+    post = _post(runner, env)
+    assert post.returncode == 0, post.stderr
+    assert "rejected; nothing was pushed; the report is posted" in post.stderr
+    assert "whether it landed is unknown" not in post.stderr + runner.summary.read_text(encoding="utf-8")
+    outputs = runner.outputs()
+    assert outputs["conclusion"] == "rejected" and outputs["commit_sha"] == "" and outputs["branch"] == ""
+
+
+def test_a_worker_killed_mid_run_is_not_said_never_to_have_started(runner: Runner) -> None:
+    """The agent wrote a file, then its worker was killed (a hard kill, the OOM killer): it had started."""
+    runner.llm.enqueue(_fix_script()[0])
+    runner.llm.enqueue(Reply(tool_calls=[("call_kill", "bash", {"command": "kill -9 $PPID"})]))
+    proc = runner.run(_pr_env(runner))
+    assert proc.returncode == 1
+    body = runner.comment_bodies()[0]
+    assert "could not start" not in body
+    assert "The agent stopped without reporting a result: the agent process ended (exit -9)" in body
+    assert "+    return a + b" in body and "| Input tokens |" in body  # its partial work and what it cost

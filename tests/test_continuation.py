@@ -89,10 +89,23 @@ def test_nothing_to_continue(fake_artifacts: FakeArtifactService, tmp_path: Path
 
 
 def test_a_failed_lookup_is_a_note_not_a_failure(fake_artifacts: FakeArtifactService, tmp_path: Path) -> None:
-    previous = restore(fake_artifacts, tmp_path, token="wrong")
+    logged: list[str] = []
+    previous = restore(fake_artifacts, tmp_path, token="wrong", logged=logged)
     assert not previous.found
-    assert "could not be continued (the job log says why)" in previous.note
+    # Nothing named an earlier session and the listing failed: there may be none, so the note does not
+    # speak of one.
+    assert previous.note == ("opi could not look for an earlier session of #4 (the job log says why), so this "
+                             "run started a new one.")
     assert "HTTP 401" in previous.detail and "HTTP 401" not in previous.note
+    assert any(line.startswith("could not look for an earlier session of #4: ") for line in logged)
+
+
+def test_an_earlier_session_that_cannot_be_fetched_could_not_be_continued(
+        fake_artifacts: FakeArtifactService, tmp_path: Path) -> None:
+    fake_artifacts.add_artifact("opi-session-4-200", b"not a zip", run_id=200)
+    previous = restore(fake_artifacts, tmp_path)
+    assert not previous.found
+    assert "The earlier session of #4 could not be continued (the job log says why)" in previous.note
 
 
 def test_an_artifact_that_is_not_a_session_is_refused(fake_artifacts: FakeArtifactService,

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -163,6 +165,26 @@ def test_a_run_killed_after_its_push_never_claims_nothing_was_pushed(
     assert "cancelled after pushing abc1234 to feature (pull request" in done.stderr
     values = outputs(env)
     assert values["conclusion"] == "cancelled" and values["commit_sha"] == SHA and values["cost_usd"] == ""
+
+
+def test_the_duration_of_a_killed_run_is_counted_from_its_recorded_start(
+        tmp_path: Path, github: FakeGitHub) -> None:
+    env = post_env(tmp_path, github, None)
+    session = session_with_unknown_price(Path(env["RUNNER_TEMP"]))
+    state = prepare_state(env, session_path=str(session))
+    state.started_at = time.time() - 3600  # the main step records it when the run starts
+    state.save(Path(env["STATE_opi_state_file"]))
+    assert run_post(env).returncode == 0
+    assert re.search(r"\| Duration \| 60m 0\ds \|", github.comments[555]["body"])
+
+
+def test_an_unknown_duration_is_shown_as_unknown_not_zero(tmp_path: Path, github: FakeGitHub) -> None:
+    env = post_env(tmp_path, github, None)
+    session = session_with_unknown_price(Path(env["RUNNER_TEMP"]))
+    prepare_state(env, session_path=str(session))  # a state from before the start time was recorded
+    assert run_post(env).returncode == 0
+    body = github.comments[555]["body"]
+    assert "| Duration | unknown |" in body and "| Duration | 0.0s |" not in body
 
 
 def test_a_run_killed_mid_push_says_the_push_may_have_landed(tmp_path: Path, github: FakeGitHub) -> None:

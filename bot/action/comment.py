@@ -12,6 +12,7 @@ the job log, and the comment gets a short sentence (`internal_failure`).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -56,7 +57,7 @@ class CostSummary:
     cost: Cost = field(default_factory=Cost)
     turns: int = 0
     compactions: int = 0
-    duration_seconds: float = 0.0
+    duration_seconds: float | None = None  # None: not known (never shown as 0)
     model: str = ""
     # A replay spends nothing; this is what the recorded run cost (shown instead of a bare $0).
     recorded_cost: Cost | None = None
@@ -68,7 +69,7 @@ class CostSummary:
         return format_usd(self.cost.total)
 
 
-def run_costs(session_path: Path, *, model: str = "", duration_seconds: float = 0.0) -> CostSummary | None:
+def run_costs(session_path: Path, *, model: str = "", duration_seconds: float | None = None) -> CostSummary | None:
     """What this run spent, from its session file: for a cancelled or killed run whose in-memory totals
     are gone. Entries copied from the thread's earlier session (a continued session starts with them) are
     older than this file's header and are not counted. None when the file cannot be read."""
@@ -116,14 +117,11 @@ def final_answer(session_path: Path) -> str:
 
 
 def recorded_cost(session_path: Path) -> Cost | None:
-    """What a recorded session (a replay's source) cost, on every branch; total None when any priced
-    call had an unknown price. None when the file cannot be read."""
-    from bot.agent.session import Session, SessionError
-
-    try:
-        return Session.load(session_path, reconstruct=False).totals().cost
-    except SessionError:
-        return None
+    """What the recorded run (a replay's source) cost, counted as `run_costs` counts: a continued session
+    starts with entries copied from the thread's earlier runs, which those runs spent and reported. Total
+    None when any priced call had an unknown price; None when the file cannot be read."""
+    costs = run_costs(session_path)
+    return costs.cost if costs is not None else None
 
 
 def _add_entry(usage: Usage, cost: Cost, raw_usage: object, raw_cost: object) -> tuple[Usage, Cost]:
@@ -202,6 +200,61 @@ def _longest_backtick_run(text: str) -> int:
     return max((len(run) for run in re.findall(r"`+", text)), default=0)
 
 
+# -- the agent's answer, published under the bot's name ------------------------------------------------------
+
+_ZWSP = "\u200b"  # invisible: the text reads (and mostly copies) as the model wrote it
+_URL = re.compile(r"<?https?://[^\s<>)\]]+>?")
+# Where GitHub makes no mention, and a zero-width space would corrupt what a reader copies: fenced code
+# blocks, code spans (never across a blank line; an escaped backtick opens none), URLs. Whatever this
+# misses is only defused where it need not be, never the other way round.
+_NO_MENTIONS = re.compile(
+    r"^[ \t]{0,3}(?:(?P<ticks>`{3,})[^`\n]*\n.*?(?:^[ \t]{0,3}(?P=ticks)`*[ \t]*$|\Z)"
+    r"|(?P<tildes>~{3,})[^\n]*\n.*?(?:^[ \t]{0,3}(?P=tildes)~*[ \t]*$|\Z))"
+    r"|(?<![`\\])(?P<run>`+)(?!`)(?:(?!\n[ \t]*\n).)+?(?<!`)(?P=run)(?!`)"
+    rf"|{_URL.pattern}", re.MULTILINE | re.DOTALL)
+# An @ (also as an HTML entity: GitHub decodes them before it looks for mentions) that does not follow a
+# letter or digit (an e-mail address), before a character a user or organisation name starts with. An
+# underscore does not protect it: `_@someone_` is emphasis around a live mention.
+_MENTION = re.compile(r"(?<![A-Za-z0-9])(?:@|&#0*64;|&#[xX]0*40;|&commat;)(?=[A-Za-z0-9])")
+# GitHub's closing keywords before an issue reference (`#4`, `GH-4`, `owner/repo#4` or an issue URL),
+# also with a colon, emphasis or brackets between them (`**Fixes:** #4`, `fixes [#4](...)`).
+_CLOSING = re.compile(r"(?<![A-Za-z0-9])(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)"
+                      r"(?=[\s*_~:\[(]*(?:#\d|GH-\d|[\w.-]+/[\w.-]+#\d|https?://\S+/(?:issues|pull)/\d))",
+                      re.IGNORECASE)
+
+
+def defang(text: str) -> str:
+    """The agent's answer as the bot may publish it (report comment, pull request body, commit message):
+    it must not notify anyone under the bot's name (`@someone`, `@org/team`), nor close an issue when the
+    pull request is merged or the commit reaches the default branch (`fixes other/repo#4`). A model
+    steered by a hostile issue writes both. A zero-width space after the `@` and after the keyword breaks
+    them and nothing else. Mentions in code and URLs are left alone (GitHub makes none there); closing
+    keywords are broken in code too, since a commit message has no code. Applying it twice changes
+    nothing more."""
+    text = _break_closing_keywords(text)
+    return _apply_outside(_NO_MENTIONS, text, lambda part: _MENTION.sub(lambda m: m[0] + _ZWSP, part))
+
+
+def _break_closing_keywords(text: str) -> str:
+    urls = [match.span() for match in _URL.finditer(text)]
+
+    def broken(match: re.Match[str]) -> str:
+        inside_url = any(start <= match.start() < end for start, end in urls)
+        return match[0] if inside_url else match[0] + _ZWSP
+
+    return _CLOSING.sub(broken, text)
+
+
+def _apply_outside(spans: re.Pattern[str], text: str, change: Callable[[str], str]) -> str:
+    """`change` applied to the text between the matches of `spans`; the matches are kept as they are."""
+    parts, last = [], 0
+    for match in spans.finditer(text):
+        parts += [change(text[last:match.start()]), match[0]]
+        last = match.end()
+    parts.append(change(text[last:]))
+    return "".join(parts)
+
+
 # -- bodies -----------------------------------------------------------------------------------------------
 
 def tracking_body(task: Task, run_url: str) -> str:
@@ -232,20 +285,26 @@ _WORKFLOW_REFUSAL = re.compile(
     r"[`'\"]?(?P<perm>workflows?)[`'\"]? (?:permission|scope)", re.IGNORECASE)
 
 
-def workflow_push_refusal(git_output: str) -> str | None:
+def workflow_push_refusal(git_output: str, *, app: bool = False) -> str | None:
     """When GitHub refused a push because it changes a workflow file, the explanation for the comment;
     None for any other failure. The token the action pushes with (normally `GITHUB_TOKEN`) cannot change
-    files under `.github/workflows/` without the `workflows` permission, which `GITHUB_TOKEN` never has."""
+    files under `.github/workflows/` without the `workflows` permission, which `GITHUB_TOKEN` never has.
+    With `app` (the run pushed with the installation token it minted, which replaces `github_token`) the
+    way out is the app's own permission and the input that asks for it."""
     match = _WORKFLOW_REFUSAL.search(git_output)
     if match is None:
         return None
-    path = match["path"]
-    return (f"GitHub refused the push because the commit changes the workflow file `{path}`. Tokens may "
-            "only create or update files under `.github/workflows/` with the `workflows` permission "
-            "(a GitHub App token with `workflows: write`, or a personal access token with the `workflow` "
-            "scope); the default `GITHUB_TOKEN` can never get it. Either pass such a token as the "
-            "`github_token` input, or apply the patch below by hand, or ask opi again without changing "
-            "workflow files.")
+    refused = (f"GitHub refused the push because the commit changes the workflow file `{match['path']}`. "
+               "Tokens may only create or update files under `.github/workflows/` with the `workflows` "
+               "permission")
+    alternatives = "or apply the patch below by hand, or ask opi again without changing workflow files."
+    if app:
+        return (f"{refused}, and the GitHub App's token this run pushed with gets it only when asked for. "
+                "Give the app the **Workflows: Read and write** permission (and accept it on the "
+                f'installation), set the input `allow_workflow_edits: "true"` and ask again; {alternatives}')
+    return (f"{refused} (a GitHub App token with `workflows: write`, or a personal access token with the "
+            "`workflow` scope); the default `GITHUB_TOKEN` can never get it. Either pass such a token as the "
+            f"`github_token` input, {alternatives}")
 
 
 def cost_table(costs: CostSummary) -> str:
@@ -264,7 +323,9 @@ def cost_table(costs: CostSummary) -> str:
     return "| | |\n|---|---|\n" + "\n".join(f"| {name} | {value} |" for name, value in rows)
 
 
-def _duration(seconds: float) -> str:
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
     minutes, secs = divmod(round(seconds), 60)
     return f"{minutes}m {secs:02d}s" if minutes else f"{seconds:.1f}s"
 
@@ -277,7 +338,7 @@ def _quote_answer(answer: str) -> str:
     answer = answer.strip()
     if len(answer) > _ANSWER_LIMIT:
         answer = answer[:_ANSWER_LIMIT].rstrip() + "\n\n_(answer truncated: the full text is in the session)_"
-    return answer or "_(the agent gave no final answer)_"
+    return defang(answer) or "_(the agent gave no final answer)_"  # the text as clipped is what GitHub reads
 
 
 def render_report(report: Report, redact: Redactor, *, limit: int = GITHUB_COMMENT_LIMIT) -> str:

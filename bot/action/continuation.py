@@ -188,6 +188,8 @@ def restore_previous_session(repo: str, token: str, number: int | None, dest_dir
     log = log or (lambda _message: None)
     if number is None:
         return PreviousSession()  # scheduled runs belong to no thread
+    found: ReportMarker | None = None
+    artifact: RemoteArtifact | None = None
     try:
         api = GitHubArtifacts(repo, token, api_url=api_url, log=log, backoff=backoff)
         found = _marker_of_thread(api, number, bot_login, own_comment_id, run_id, log)
@@ -200,16 +202,24 @@ def restore_previous_session(repo: str, token: str, number: int | None, dest_dir
         path = download_session(api, artifact, dest_dir)
         _check_session(path, found)
     except (ArtifactError, SessionError) as exc:
-        return _not_continued(number, str(exc), log)
+        return _not_continued(number, str(exc), log, known=found is not None or artifact is not None)
     except Exception as exc:  # continuing is a bonus: a bug here must not cost the run
-        return _not_continued(number, f"{type(exc).__name__}: {exc}", log)
+        return _not_continued(number, f"{type(exc).__name__}: {exc}", log,
+                              known=found is not None or artifact is not None)
     log(f"continuing session from artifact {artifact.name} (run {artifact.run_id})")
     return PreviousSession(path=path, artifact=artifact,
                            note=f"Continues the session of [run {artifact.run_id}]"
                                 f"({_run_link(repo, artifact.run_id, server_url)}) (`{artifact.name}`).")
 
 
-def _not_continued(number: int, detail: str, log: Log) -> PreviousSession:
+def _not_continued(number: int, detail: str, log: Log, *, known: bool) -> PreviousSession:
+    """`known`: a report or an artifact showed that an earlier session exists. Without either, the look-up
+    itself failed (e.g. no `actions: read`), and a thread's first run must not be told of a session it
+    never had."""
+    if not known:
+        log(f"could not look for an earlier session of #{number}: {detail}; starting a new one")
+        return PreviousSession(note=f"opi could not look for an earlier session of #{number} (the job log says "
+                                    "why), so this run started a new one.", detail=detail)
     log(f"could not continue the earlier session of #{number}: {detail}; starting a new one")
     return PreviousSession(note=f"The earlier session of #{number} could not be continued (the job log says "
                                 "why), so this run started a new one.", detail=detail)

@@ -47,6 +47,7 @@ from bot.action.inputs import (
     read_context,
     read_inputs,
 )
+from bot.action.post import delivery_line, push_sentence
 from bot.action.redact import Redactor
 from bot.action.secret_env import reexec_without_secrets, restore_secrets
 from bot.action.workflow import RunState, append_summary, publish_state_path, state_path, write_output
@@ -274,8 +275,8 @@ class RunOutcome:
 class ActionRun:
     """One run of the broker. Its steps hand values to each other (`Remote`, `CiInfo`, `BranchPlan`,
     `AgentRun`, `Delivery`, `RunOutcome`); what it keeps is its configuration, the secrets it registered,
-    the run's `state` (the file the post step reads, saved at every fact) and what the stop-signal
-    handler needs (`cancel`, `_agent_running`)."""
+    the run's `state` (the file the post step reads, saved at every fact), what the stop-signal handler
+    needs (`cancel`, `_agent_running`) and the finished agent's run for a cancel's report (`_agent_run`)."""
 
     inputs: ActionInputs
     context: RunnerContext
@@ -287,6 +288,7 @@ class ActionRun:
     secrets: dict[str, str] = field(default_factory=dict)  # name -> value; never leaves this process
     cancel: threading.Event = field(default_factory=threading.Event)
     _agent_running: bool = False
+    _agent_run: AgentRun | None = None
 
     # -- entry -------------------------------------------------------------------------------------
     def execute(self, *, event_path: str | None = None, event_name: str | None = None) -> int:
@@ -417,7 +419,8 @@ class ActionRun:
     def _start_progress(self, github: GitHubClient, task: Task) -> ProgressReporter | None:
         """The run's state file, 👀 on the comment, and the tracking comment with its live progress."""
         path = state_path(self.context.temp_dir, self.context.run_id)
-        self.state = RunState(phase="started", repo=task.repo, number=task.number, run_url=self.context.run_url)
+        self.state = RunState(phase="started", repo=task.repo, number=task.number, run_url=self.context.run_url,
+                              started_at=time.time())
         self.state.save(path)  # from now on `state.record` saves it
         publish_state_path(self.context.state_file, path)
         if task.comment_id is not None and task.comment_kind is not None:
@@ -460,7 +463,7 @@ class ActionRun:
         try:
             return self._work(task, remote, ci)
         except KeyboardInterrupt:
-            return RunOutcome(render.Report(status="cancelled", reason="The run was cancelled. Nothing was pushed."))
+            return self._cancelled_outcome()
         except RunProblem as exc:  # something a maintainer can fix, said in words meant for the thread
             return RunOutcome(render.Report(status="error", reason=self.redact(str(exc))))
         except Exception as exc:  # every failure still ends in a final comment; the details in the log only
@@ -470,6 +473,22 @@ class ActionRun:
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
+
+    def _cancelled_outcome(self) -> RunOutcome:
+        """A cancel outside the agent's run abandons the work where it is, which may be after the push (opening
+        the pull request, uploading the session): the report and the outputs say what the recorded facts say,
+        with the answer and the costs of an agent that had finished."""
+        state, agent_run = self.state, self._agent_run
+        delivered = Delivery(status="cancelled", reason=f"The run was cancelled. {push_sentence(state)}".rstrip(),
+                             delivery=delivery_line(state, self.context), commit_sha=state.pushed_sha,
+                             branch=state.pushed_branch, pr_url=state.pr_url)
+        result = agent_run.result if agent_run is not None else None
+        report = render.Report(status="cancelled", reason=delivered.reason, delivery=delivered.delivery,
+                               answer=self.redact(result.final_text) if result else "",
+                               costs=self._costs(agent_run) if agent_run is not None else None,
+                               session=agent_run.previous_note if agent_run is not None else "",
+                               run_url=self.context.run_url)
+        return RunOutcome(report, delivered, agent_run)
 
     def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
         # While the agent runs, a cancel stops it (it saves its partial answer) and the report follows;
@@ -497,7 +516,7 @@ class ActionRun:
                                      token=self.inputs.github_token, server_url=self.context.server_url,
                                      identity=self._identity())
             try:
-                agent_run = self._run_agent(task, plan, base_sha, remote, ci)
+                agent_run = self._agent_run = self._run_agent(task, plan, base_sha, remote, ci)
             finally:
                 git_intact = guard.restore()
                 if ci is not None and ci.logs is not None:
@@ -508,7 +527,7 @@ class ActionRun:
             changes = snapshot.changes()
             patch_path = self._keep_patch(changes, task)
             try:
-                delivered = self._deliver(snapshot, task, plan, agent_run, changes, remote, ci)
+                delivered = self._deliver(snapshot, task, plan, agent_run, changes, remote, ci, patch_path)
             except (GitError, GitHubError) as exc:  # the answer, diff and costs must still reach the comment
                 log_error(f"delivering the work failed: {self.redact(str(exc))}")
                 delivered = Delivery(status="error", reason=render.internal_failure(
@@ -683,20 +702,21 @@ class ActionRun:
 
     # -- delivery ----------------------------------------------------------------------------------------
     def _deliver(self, snapshot: Snapshot, task: Task, plan: BranchPlan, agent_run: AgentRun,
-                 changes: Changes, remote: Remote, ci: CiInfo | None) -> Delivery:
+                 changes: Changes, remote: Remote, ci: CiInfo | None, patch_path: Path | None) -> Delivery:
         result = agent_run.result
         finished = result is not None and result.outcome == "completed"
         not_done = _not_done_status(result, agent_run.error)
         if changes.empty:
             if finished:
                 return Delivery(status="no_changes", reason="The agent made no changes to the repository.")
-            return Delivery(status=not_done, reason=self._stop_reason(result, agent_run.error))
+            return Delivery(status=not_done, reason=self._stop_reason(agent_run))
         if not finished:
-            return Delivery(status=not_done, reason=self._stop_reason(result, agent_run.error),
+            return Delivery(status=not_done, reason=self._stop_reason(agent_run),
                             patch_note="These partial changes were **not pushed**, because the agent did not "
-                                       "finish. Apply them with `git apply` if they are useful.")
+                                       f"finish. {self._how_to_apply(patch_path, partial=True)}")
         if plan.push_to is None:
-            return Delivery(status="success", patch_note=f"{plan.patch_only_reason} Apply it with `git apply`.")
+            return Delivery(status="success",
+                            patch_note=f"{plan.patch_only_reason} {self._how_to_apply(patch_path)}")
         # Texts opi writes are redacted; file contents cannot be, so a secret in them blocks the push.
         message = self.redact(self._commit_message(task, result.final_text if result else "", ci))
         leaks = self._leaks(snapshot, changes, message, self.redact(result.final_text if result else ""))
@@ -710,16 +730,17 @@ class ActionRun:
             snapshot.push(sha, plan.push_to)
         except PushRejected as exc:
             log(f"opi: {exc}")
-            return Delivery(status="rejected", commit_sha=sha, branch=plan.push_to,
+            self.state.record(pushing_branch="")  # git said so: nothing landed
+            return Delivery(status="rejected",
                             reason=f"`{plan.push_to}` moved on while opi was working (someone pushed), so "
                                    f"the commit `{sha[:7]}` could not be pushed. Nothing is lost: the patch is "
                                    "below; pull the branch and apply it with `git apply`, or ask again.",
                             patch_note="Not pushed: the branch moved on.")
         except WorkflowPushRefused as exc:
             log(f"opi: {exc}")
-            explanation = render.workflow_push_refusal(exc.stderr) or str(exc)
-            return Delivery(status="error", branch=plan.push_to, reason=f"{explanation} Nothing is lost: the "
-                                                                        "patch is below.",
+            self.state.record(pushing_branch="")  # git said so: nothing landed
+            explanation = render.workflow_push_refusal(exc.stderr, app=self.inputs.uses_app) or str(exc)
+            return Delivery(status="error", reason=f"{explanation} Nothing is lost: the patch is below.",
                             patch_note="Not pushed: it changes a workflow file.")
         self.state.record(pushed_sha=sha, pushed_branch=plan.push_to)
         delivery = f"Pushed [`{sha[:7]}`]({commit_url}) to `{plan.push_to}`.{self._ci_note()}"
@@ -768,15 +789,16 @@ class ActionRun:
             title, link = f"opi: changes for #{task.number}", f"Follow-up to #{task.number}."
         else:
             title, link = f"opi: {task.instructions.splitlines()[0][:60]}", f"From the {task.event_name} run."
-        body = f"{link}\n\n{answer.strip()}\n\n{self.context.run_url}".strip()
+        body = f"{link}\n\n{render.defang(answer.strip())}\n\n{self.context.run_url}".strip()
         return github.create_pull(title=title, body=body, head=plan.push_to, base=plan.open_pr_into).html_url
 
     def _commit_message(self, task: Task, answer: str, ci: CiInfo | None) -> str:
         subject = (task.instructions.splitlines()[0] if task.instructions else
                    ("fix" if task.is_fix else task.title) or "changes")[:60]
         where = f" for #{task.number}" if task.number else ""
-        lines = [f"opi: {subject}{where}", ""]
-        first_paragraph = answer.strip().split("\n\n")[0][:1000]
+        # The subject may be the issue's title, which anyone can write: as unsafe as the answer.
+        lines = [f"opi: {render.defang(subject)}{where}", ""]
+        first_paragraph = render.defang(answer.strip().split("\n\n")[0][:1000])
         if first_paragraph:
             lines += [first_paragraph, ""]
         if task.comment_url:
@@ -791,9 +813,24 @@ class ActionRun:
         return "\n".join(lines).strip() + "\n"
 
 
-    def _stop_reason(self, result: WorkerResult | None, error: str) -> str:
-        if result is None or result.setup_failed:
-            return f"The agent could not start: {self.redact(error or (result.error if result else ''))}"
+    def _how_to_apply(self, patch_path: Path | None, *, partial: bool = False) -> str:
+        """A dry run leaves the change in the working tree, where `git apply` of its patch would fail."""
+        if self.dry_run:
+            saved = f"; the patch is saved at `{patch_path}`" if patch_path is not None else ""
+            return f"{'They are' if partial else 'The change is'} already in the working tree{saved}."
+        return "Apply them with `git apply` if they are useful." if partial else "Apply it with `git apply`."
+
+    def _stop_reason(self, agent_run: AgentRun) -> str:
+        """Why the agent did not finish. Without a result it may still have worked for turns (its worker was
+        killed, or did not stop at a hard time limit or a cancel): only a setup failure, or no result and no
+        session, means it never started."""
+        result, error = agent_run.result, agent_run.error
+        if result is None and agent_run.session_path is None:
+            return f"The agent could not start: {self.redact(error or 'no details')}"
+        if result is None:
+            return f"The agent stopped without reporting a result: {self.redact(error or 'no details')}"
+        if result.setup_failed:
+            return f"The agent could not start: {self.redact(error or result.error)}"
         return f"Stopped ({result.outcome}): {self.redact(result.error or error or 'no details')}"
 
     # -- reporting -----------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,7 +135,7 @@ def _finalise_stopped_run(state: RunState, token: str, context: RunnerContext, r
     if session_path is not None and session_path.exists():
         redact.file_jsonl(session_path)
         session = _session_section(state, session_path)
-        costs = run_costs(session_path)
+        costs = run_costs(session_path, duration_seconds=_duration(state))
         answer = redact(final_answer(session_path))  # the agent may have answered before the step died
     report = Report(status="cancelled", reason=stopped_reason(state), delivery=delivery_line(state, context),
                     answer=answer, costs=costs, session=session.markdown, run_url=state.run_url,
@@ -153,15 +154,29 @@ def _finalise_stopped_run(state: RunState, token: str, context: RunnerContext, r
     return 0
 
 
+def _duration(state: RunState) -> float | None:
+    """From the start the main step recorded to now; None (shown as unknown) without a usable record."""
+    now, started = time.time(), state.started_at
+    if not isinstance(started, int | float) or isinstance(started, bool) or started > now:
+        return None
+    return now - started
+
+
 def stopped_reason(state: RunState) -> str:
     """What happened, from the recorded facts only."""
     base = "The run stopped before opi could finish: it was cancelled, timed out or crashed (the run log says which)."
+    return f"{base} {push_sentence(state)}".rstrip()
+
+
+def push_sentence(state: RunState) -> str:
+    """What became of the push, from the recorded facts only: "" when it landed (`delivery_line` says
+    where), and never "Nothing was pushed" when a push had started without a recorded result."""
     if state.pushed:
-        return base
+        return ""
     if state.pushing_branch:
-        return (f"{base} It was pushing to `{state.pushing_branch}` when it stopped; look at the branch to "
-                "see whether that push landed.")
-    return f"{base} Nothing was pushed."
+        return (f"It was pushing to `{state.pushing_branch}` when it stopped; look at the branch to see whether "
+                "that push landed.")
+    return "Nothing was pushed."
 
 
 def delivery_line(state: RunState, context: RunnerContext) -> str:

@@ -81,6 +81,8 @@ class RunState:
     report_body: str = ""
     report_posted: bool | None = None  # None: no final report attempted yet
     report_error: str = ""
+    # When the run started (seconds since the epoch): the post step's duration for a run that died.
+    started_at: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     # Where `record` saves; not part of the file.
     path: Path | None = field(default=None, repr=False, compare=False)
