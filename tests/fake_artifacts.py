@@ -71,7 +71,7 @@ class FakeArtifact:
     digest: str = ""
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     blob_key: str = ""
-    head_repository_id: int = 1  # 1 is the repository itself; anything else a fork
+    head_repository_id: int | None = 1  # 1 is the repository itself; anything else a fork; None: not said
 
     def to_api(self, base: str, repo: str) -> dict[str, Any]:
         created = self.created_at.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -123,11 +123,12 @@ class FakeArtifactService:
         self.failures.setdefault(operation, []).extend([status] * times)
 
     def add_artifact(self, name: str, data: bytes, *, run_id: int, age_minutes: float = 0,
-                     expired: bool = False, from_fork: bool = False) -> FakeArtifact:
+                     expired: bool = False, from_fork: bool = False, origin_unknown: bool = False) -> FakeArtifact:
         with self._lock:
             self._next_id += 1
+            head = None if origin_unknown else 2 if from_fork else 1
             artifact = FakeArtifact(id=self._next_id, name=name, run_id=run_id, data=data, finalized=True,
-                                    expired=expired, head_repository_id=2 if from_fork else 1,
+                                    expired=expired, head_repository_id=head,
                                     created_at=datetime.now(UTC) - timedelta(minutes=age_minutes))
             self.artifacts.append(artifact)
         return artifact

@@ -104,6 +104,8 @@ def test_subcommands_spell_flags_out_in_full_too(work: Path, tmp_path: Path) -> 
     done = opi(["pull", "--tok", "t", "https://github.com/o/r/actions/runs/1"], work, env_for(None, tmp_path))
     assert done.returncode == 2
     assert "unrecognized option --tok: did you mean --token?" in done.stderr, done.stderr
+    action = opi(["action", "--dry"], work, env_for(None, tmp_path))  # not --dry-run
+    assert action.returncode == 2 and "unrecognized arguments: --dry" in action.stderr, action.stderr
 
 
 def test_resume_without_an_id_and_no_terminal_lists_sessions(fake_llm: FakeLLMServer, work: Path,

@@ -69,6 +69,9 @@ def test_the_newest_trusted_live_session_of_the_thread_is_restored(fake_artifact
     # A fork PR's workflow can upload an artifact with a matching name: never continued.
     fake_artifacts.add_artifact("opi-session-4-270", zipped(older), run_id=270, age_minutes=15,
                                 from_fork=True)
+    # Nor one whose run does not say where its code came from (GitHub may leave the ids out).
+    fake_artifacts.add_artifact("opi-session-4-280", zipped(older), run_id=280, age_minutes=12,
+                                origin_unknown=True)
     # another thread, then this very run
     fake_artifacts.add_artifact("opi-session-44-260", zipped(older), run_id=260, age_minutes=10)
     fake_artifacts.add_artifact("opi-session-4-300", zipped(older), run_id=300, age_minutes=1)

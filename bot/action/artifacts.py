@@ -429,6 +429,12 @@ class RemoteArtifact:
         return (self.repository_id is not None and self.head_repository_id is not None
                 and self.repository_id != self.head_repository_id)
 
+    @property
+    def known_same_repository(self) -> bool:
+        """Positive evidence that the run's code came from this repository (a listing's artifact is trusted
+        only with it: GitHub may leave the ids out, e.g. once a fork is deleted)."""
+        return self.repository_id is not None and self.repository_id == self.head_repository_id
+
     @staticmethod
     def from_api(data: Mapping[str, Any]) -> RemoteArtifact:
         run = data.get("workflow_run") or {}

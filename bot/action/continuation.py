@@ -161,7 +161,7 @@ def find_previous_session(api: GitHubArtifacts, number: int, *,
     workflow uploads an artifact with a matching name, and its content would become the agent's context
     (a prompt injection running with this repository's write token)."""
     for artifact in api.list_artifacts(prefix=thread_prefix(number)):
-        if artifact.expired or artifact.from_fork:
+        if artifact.expired or not artifact.known_same_repository:  # a fork's, or nothing says whose
             continue
         if exclude_run_id is not None and artifact.run_id == exclude_run_id:
             continue

@@ -72,7 +72,9 @@ OUTPUT_NAMES = ("conclusion", "session_path", "session_relpath", "artifact_url",
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="opi action", description="Run opi as a GitHub Action step.")
+    # Flags spelled out in full, as everywhere in opi (`--dry` is an error, not `--dry-run`).
+    parser = argparse.ArgumentParser(prog="opi action", description="Run opi as a GitHub Action step.",
+                                     allow_abbrev=False)
     parser.add_argument("--dry-run", action="store_true",
                         help="no GitHub calls and no push: run the agent in the current checkout and print "
                              "the comment that would be posted")
