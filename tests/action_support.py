@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -161,3 +162,13 @@ def rsa_key_pair() -> tuple[str, bytes]:
                                            serialization.PublicFormat.SubjectPublicKeyInfo)
     return private, public
 
+
+
+def removing_proof_files(prefix: str) -> Iterator[None]:
+    """For an autouse fixture: what an attack wrote to `/tmp/<prefix>*` (its proof that planted code ran)
+    is removed before the test and after it, so a file left by an earlier run never counts."""
+    for path in Path("/tmp").glob(f"{prefix}*"):
+        path.unlink()
+    yield
+    for path in Path("/tmp").glob(f"{prefix}*"):
+        path.unlink()

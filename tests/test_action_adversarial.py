@@ -17,14 +17,14 @@ import json
 import os
 import subprocess
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests import action_support as payloads
 from tests.action_runner import API_KEY, FIXED_APP, REPO, TOKEN, Runner
-from tests.action_support import git
+from tests.action_support import git, removing_proof_files
 from tests.fake_llm import Reply
 
 pytestmark = pytest.mark.slow
@@ -235,12 +235,8 @@ def test_no_secret_leaves_the_run_through_any_channel(runner: Runner, workspace_
 
 
 @pytest.fixture(autouse=True)
-def _clean_proof_files() -> Any:
-    for path in Path("/tmp").glob("opi-adversarial-proof-*"):
-        path.unlink()
-    yield
-    for path in Path("/tmp").glob("opi-adversarial-proof-*"):
-        path.unlink()
+def _clean_proof_files() -> Iterator[None]:
+    yield from removing_proof_files("opi-adversarial-proof-")
 
 
 def test_a_secret_in_the_change_blocks_the_push_and_is_named_not_shown(runner: Runner) -> None:

@@ -13,14 +13,14 @@ from __future__ import annotations
 import os
 import subprocess
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests import action_support as payloads
 from tests.action_runner import REPO, Runner
-from tests.action_support import git
+from tests.action_support import git, removing_proof_files
 from tests.fake_llm import Reply
 
 pytestmark = pytest.mark.slow
@@ -64,12 +64,8 @@ def plant_script() -> str:
 
 
 @pytest.fixture(autouse=True)
-def _clean_proof_files() -> Any:
-    for path in Path("/tmp").glob("opi-nested-repo-proof-*"):
-        path.unlink()
-    yield
-    for path in Path("/tmp").glob("opi-nested-repo-proof-*"):
-        path.unlink()
+def _clean_proof_files() -> Iterator[None]:
+    yield from removing_proof_files("opi-nested-repo-proof-")
 
 
 @pytest.mark.parametrize("workspace_owner", [0, 1001], ids=["root-owned-workspace", "runner-owned-workspace"])
