@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.llm.base import Done, Model, ModelRequest, StreamEvent, ToolSpec
+from bot.llm.base import Done, Model, ModelRequest, StreamEvent, ToolSpec, UsageReport
 from bot.llm.messages import AssistantMessage, Message, UserMessage
 
 READ_TOOL = ToolSpec("read", "Read a file", {"type": "object", "properties": {"path": {"type": "string"}}})
@@ -16,10 +16,15 @@ def request(*messages: Message, **kwargs: Any) -> ModelRequest:
 
 
 def run(model: Model, req: ModelRequest) -> tuple[list[StreamEvent], AssistantMessage]:
-    """Stream to the end; exactly one Done, and it comes last."""
+    """Stream to the end; exactly one Done, and it comes last. Returns the content deltas (usage reports
+    left out: `usage_reports` has them) and the final message."""
     events = list(model.stream(req))
     assert sum(isinstance(e, Done) for e in events) == 1 and isinstance(events[-1], Done)
-    return events[:-1], events[-1].message
+    return [e for e in events[:-1] if not isinstance(e, UsageReport)], events[-1].message
+
+
+def usage_reports(model: Model, req: ModelRequest) -> list[UsageReport]:
+    return [e for e in model.stream(req) if isinstance(e, UsageReport)]
 
 
 def model_for_dialect(server: Any, dialect: str) -> Model:

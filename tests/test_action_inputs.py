@@ -31,6 +31,8 @@ def test_values_are_parsed() -> None:
     assert inputs.timeout_minutes is None and inputs.max_context_tokens == 64000 and inputs.mode == "pr"
     assert inputs.allowed_tools == ("read", "grep", "edit") and inputs.trigger == "@opi"
     assert inputs.provider_keys == {"ANTHROPIC_API_KEY": "k1"} and inputs.bot_name == "my-bot"
+    for no_limit in ("0", "0.0", "$0", "0.00"):  # the docs: `0` = no limit, however it is written
+        assert read_inputs({"INPUT_MAX_COST_USD": no_limit}).max_cost_usd is None
 
 
 def test_github_token_falls_back_to_the_environment() -> None:

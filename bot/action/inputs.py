@@ -94,9 +94,9 @@ def _positive_float(env: Mapping[str, str], name: str, default: float | None) ->
         value = float(raw.lstrip("$"))
     except ValueError:
         raise InputError(f"input `{name}` must be a number, got {raw!r}") from None
-    if value < 0 or value != value:  # NaN
+    if value < 0 or value != value or value == float("inf"):  # NaN, inf
         raise InputError(f"input `{name}` must be a positive number, got {raw!r}")
-    return value
+    return value or None  # `0.0` and `$0` mean no limit, as `0` does
 
 
 def _mode(raw: str) -> Mode:

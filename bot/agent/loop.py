@@ -16,7 +16,16 @@ from typing import Any, Literal, Protocol
 
 from bot.agent import events as ev
 from bot.agent.session import ContextItem, Entry, InMemoryConversation
-from bot.llm.base import Model, ModelRequest, StreamEvent, TextDelta, ThinkingDelta, ToolCallDelta, ToolSpec
+from bot.llm.base import (
+    Model,
+    ModelRequest,
+    StreamEvent,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallDelta,
+    ToolSpec,
+    UsageReport,
+)
 from bot.llm.errors import Aborted, ContextOverflowError, ModelError
 from bot.llm.messages import (
     AssistantMessage,
@@ -173,6 +182,8 @@ class Agent:
         # per run, so continuing a thread in CI gets a fresh budget rather than an exhausted one.
         self.run_usage = Usage()
         self.run_cost = Cost.zero()
+        self.run_known_cost = 0.0  # the priced part of run_cost: the cost limit's lower bound once one is unknown
+        self._cost_warned = False
         self.turns = 0
         self.compactions = 0
         self.last_assistant: AssistantMessage | None = None
@@ -194,6 +205,8 @@ class Agent:
         self.cost = self.cost + cost
         self.run_usage = self.run_usage + usage
         self.run_cost = self.run_cost + cost
+        if cost.total is not None:
+            self.run_known_cost += cost.total
 
     def append(self, message: Message) -> None:
         self.emit(ev.MessageStart(role=message.role))
@@ -239,6 +252,7 @@ class Agent:
         started = time.monotonic()
         self.turns = 0
         self.run_usage, self.run_cost = Usage(), Cost.zero()
+        self.run_known_cost, self._cost_warned = 0.0, False
         self.cancel.clear()
         self._deadline = started + self.limits.max_wall_seconds if self.limits.max_wall_seconds else None
         timer = self._start_deadline_timer()
@@ -274,6 +288,7 @@ class Agent:
             # were added), so no request leaves without the context having been measured.
             if self.compactor is not None and self.compactor.needs_compaction(self.compaction_request("threshold")):
                 self.compact("threshold")
+                self._check_cost()  # the summary calls may have reached the limit: no turn after them
             self.turns += 1
             self.emit(ev.TurnStart(turn=self.turns))
             message = self._assistant_turn()
@@ -284,7 +299,7 @@ class Agent:
                 if self.cancel.is_set():
                     raise Aborted("cancelled")  # Ctrl+C or the deadline during a tool: no new request
             self.emit(ev.TurnEnd(turn=self.turns))
-            self._check_cost()
+            self._check_cost(final=not calls)
             if not calls:
                 return message.text
 
@@ -294,6 +309,7 @@ class Agent:
         except ContextOverflowError:
             if self.compact("overflow") is None:
                 raise
+            self._check_cost()
             message = self._stream_assistant()  # one retry after compacting; a second overflow is fatal
         if message.stop_reason == "error":
             raise AgentError(message.error_message or "the model ended its message with an error")
@@ -314,10 +330,13 @@ class Agent:
 
         def on_event(event: StreamEvent) -> None:
             partial.add(event)
-            self.emit(_update_event(event))
+            if not isinstance(event, UsageReport):
+                self.emit(_update_event(event))
 
         def on_retry(attempt: int, delay: float, error: ModelError) -> None:
+            self._count_cut_attempt(partial)
             partial.reset()
+            self._check_cost()  # the cut attempts alone may have reached the limit: no retry then
             self.emit(ev.Retry(attempt=attempt, delay_seconds=round(delay, 3), error=str(error)))
 
         try:
@@ -325,6 +344,9 @@ class Agent:
         except (Aborted, KeyboardInterrupt):
             self.cancel.set()  # stop anything else still running for this turn
             self._record_aborted(partial)
+            raise
+        except ModelError:
+            self._count_cut_attempt(partial)
             raise
         self.last_assistant = message
         self.add_spend(message.usage, message.cost)
@@ -334,11 +356,21 @@ class Agent:
 
     def _record_aborted(self, partial: _PartialMessage) -> None:
         info = self.model.info
+        # What the provider had reported by then; without a report, the cost is unknown (never 0).
+        usage, cost = (partial.reported.usage, partial.reported.cost) if partial.reported else (Usage(), Cost())
         message = AssistantMessage(content=partial.content(), provider=info.provider, model=info.id,
-                                   api=info.api, stop_reason="aborted", error_message="aborted by user")
-        self.add_spend(message.usage, message.cost)  # no usage report came: the run's cost is unknown, not 0
+                                   api=info.api, usage=usage, cost=cost, stop_reason="aborted",
+                                   error_message="aborted by user")
+        self.add_spend(message.usage, message.cost)
         self.conversation.append(message)
         self.emit(ev.MessageEnd(message=message))
+
+    def _count_cut_attempt(self, partial: _PartialMessage) -> None:
+        """An attempt that failed mid-stream (retried, or the turn's error) is billed for the usage the
+        provider had reported: it counts toward this run's figures and cost limit. No message records it,
+        so the session file's totals leave it out."""
+        if partial.reported is not None:
+            self.add_spend(partial.reported.usage, partial.reported.cost)
 
     # -- tools -------------------------------------------------------------------------------------
     def _run_tools(self, calls: list[ToolCall]) -> list[ToolResultMessage]:
@@ -385,17 +417,22 @@ class Agent:
             raise LimitReached(Outcome.TIMEOUT,
                                f"reached the wall-time limit of {self.limits.max_wall_seconds:g} s")
 
-    def _check_cost(self) -> None:
+    def _check_cost(self, *, final: bool = False) -> None:
+        """Stop before the next request once this run's spend reached the limit. A final answer is kept, as
+        one on the last allowed turn is: no request follows it. When a call's cost is unknown (no price, or
+        no usage reported), the calls whose cost is known still count, and the user is told once."""
         limit = self.limits.max_cost_usd
         if limit is None:
             return
         spent = self.run_cost.total
         if spent is None:
-            if self.turns == 1:
-                self.emit(ev.Warning(message=f"the price of {self.model.info.spec} is unknown, so the "
-                                             f"${limit:g} cost limit cannot be enforced"))
-            return
-        if spent >= limit:
+            if not self._cost_warned:
+                self._cost_warned = True
+                self.emit(ev.Warning(message=f"the cost of a call to {self.model.info.spec} is unknown (no price, "
+                                             f"or no usage reported), so the ${limit:g} cost limit cannot be "
+                                             "enforced in full: it counts only the calls whose cost is known"))
+            spent = self.run_known_cost
+        if spent >= limit and not final:
             raise LimitReached(Outcome.MAX_COST, f"spent ${spent:.4f} in this run, reaching the limit of ${limit:g}")
 
     def _start_deadline_timer(self) -> threading.Timer | None:
@@ -420,15 +457,19 @@ class _PartialMessage:
     def __init__(self) -> None:
         self.blocks: dict[int, list[str]] = {}
         self.kinds: dict[int, str] = {}
+        self.reported: UsageReport | None = None  # the provider's latest usage for this attempt
 
     def add(self, event: StreamEvent) -> None:
         if isinstance(event, TextDelta | ThinkingDelta):
             self.kinds[event.index] = event.type
             self.blocks.setdefault(event.index, []).append(event.delta)
+        elif isinstance(event, UsageReport):
+            self.reported = event
 
     def reset(self) -> None:
         self.blocks.clear()
         self.kinds.clear()
+        self.reported = None
 
     def content(self) -> list[TextContent | ThinkingContent | ToolCall]:
         out: list[TextContent | ThinkingContent | ToolCall] = []

@@ -268,6 +268,7 @@ class _StreamParser:
     stop_reason: str | None = None
     started: bool = False
     finished: bool = False
+    usage_seen: bool = False  # a proxy may strip usage: then the cost is unknown, never 0
 
     def feed(self, name: str, data: str) -> Iterator[StreamEvent]:
         if name == "ping":
@@ -300,7 +301,7 @@ class _StreamParser:
         return self.finished  # a connection dropped after message_stop lost nothing
 
     def usage_known(self) -> bool:
-        return True
+        return self.usage_seen
 
     def _read_usage(self, usage: dict[str, Any], *, final: bool = False) -> None:
         # message_start carries the prompt counts; message_delta the cumulative output count, and in
@@ -311,6 +312,7 @@ class _StreamParser:
             value = usage.get(wire_name)
             if isinstance(value, int) and (value or not final or ours == "output"):
                 setattr(self.usage, ours, value)
+                self.usage_seen = True
 
     def _block(self, event: dict[str, Any]) -> _Block:
         index = event.get("index")

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from bot.llm.messages import AssistantMessage, Message
+from bot.llm.messages import AssistantMessage, Cost, Message, Usage
 from bot.llm.thinking import THINKING_LEVELS as THINKING_LEVELS
 from bot.llm.thinking import ThinkingLevel as ThinkingLevel
 
@@ -77,12 +77,24 @@ class ToolCallDelta:
 
 
 @dataclass(frozen=True)
+class UsageReport:
+    """What the response in progress has cost so far, each time the provider reports usage mid-stream
+    (Anthropic's message_start and message_delta, OpenAI's last chunk). `Done` carries the final figures;
+    this one is what a caller counts when the stream is cut or cancelled before `Done`, since the
+    provider bills the tokens it reported either way."""
+
+    usage: Usage
+    cost: Cost
+    type: Literal["usage"] = "usage"
+
+
+@dataclass(frozen=True)
 class Done:
     message: AssistantMessage
     type: Literal["done"] = "done"
 
 
-StreamEvent = TextDelta | ThinkingDelta | ToolCallDelta | Done
+StreamEvent = TextDelta | ThinkingDelta | ToolCallDelta | UsageReport | Done
 
 
 class Model(Protocol):

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from bot.llm.base import Done, ModelInfo, ModelRequest, StreamEvent
+from bot.llm.base import Done, ModelInfo, ModelRequest, StreamEvent, UsageReport
 from bot.llm.errors import (
     Aborted,
     AuthError,
@@ -34,7 +34,7 @@ from bot.llm.errors import (
     StreamInterrupted,
     looks_like_context_overflow,
 )
-from bot.llm.messages import AssistantMessage, Cost, Message, ToolCall, ToolResultMessage
+from bot.llm.messages import AssistantMessage, Cost, Message, ToolCall, ToolResultMessage, Usage
 from bot.llm.pricing import compute_cost, prefetch
 from bot.llm.wire import MISSING_RESULT_TEXT as MISSING_RESULT_TEXT
 from bot.llm.wire import has_content as has_content
@@ -176,6 +176,8 @@ def error_for_stream_event(provider: str, kind: str, message: str, code: Any = N
 class StreamParser(Protocol):
     """Turns one provider's SSE events into stream events and, at the end, the assistant message."""
 
+    usage: Usage  # as reported so far (meaningful once `usage_known`)
+
     def feed(self, name: str, data: str) -> Iterator[StreamEvent]: ...
 
     def complete(self) -> bool:
@@ -234,17 +236,24 @@ class HttpModel:
         return body
 
     def cost(self, message: AssistantMessage) -> Cost:
+        return self._cost_of(message.usage)
+
+    def _cost_of(self, usage: Usage) -> Cost:
         base_url = None if self.base_url == self.default_base_url else self.base_url
-        return compute_cost(self.info.provider, self.info.id, message.usage, base_url=base_url)
+        return compute_cost(self.info.provider, self.info.id, usage, base_url=base_url)
 
     def stream(self, request: ModelRequest) -> Iterator[StreamEvent]:
         headers = self.headers()
         body = self.encode_body(request)
         prefetch(self.info.provider, self.info.id)
         parser = self.new_parser()
+        reported = Usage()
         try:
             for name, data in stream_events(self.info.provider, self.url, headers, body, request.cancel):
                 yield from parser.feed(name, data)
+                if parser.usage_known() and parser.usage != reported:
+                    reported = parser.usage.model_copy()  # parsers update theirs in place
+                    yield UsageReport(usage=reported, cost=self._cost_of(reported))
         except StreamInterrupted:
             if not parser.complete():
                 raise
