@@ -97,6 +97,19 @@ def test_jsonl_file_is_redacted_through_json_escaping(tmp_path: Path) -> None:
     assert not redact.file_jsonl(tmp_path / "missing.jsonl")
 
 
+def test_jsonl_lines_holding_unicode_line_separators_stay_whole(tmp_path: Path) -> None:
+    # JSON keeps U+2028, U+2029 and U+0085 raw inside strings: they are not line ends.
+    redact = Redactor(["supersecret"])
+    path = tmp_path / "s.jsonl"
+    entries = [{"text": "one\u2028two\u2029three\x85four"}, {"text": "and supersecret\u2028here"}]
+    path.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries), encoding="utf-8")
+    assert redact.file_jsonl(path)
+    lines = path.read_text(encoding="utf-8").split("\n")
+    assert lines[-1] == "" and [json.loads(line) for line in lines[:-1]] == \
+        [entries[0], {"text": f"and {MASK}\u2028here"}]
+    assert not redact.file_jsonl(path)
+
+
 def test_outputs_and_summary_are_redacted_and_multiline_safe(tmp_path: Path) -> None:
     redact = Redactor([TOKEN])
     output = tmp_path / "output"

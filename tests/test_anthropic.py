@@ -225,6 +225,17 @@ def test_thinking_replayed_only_with_signature() -> None:
     assert wire[3]["content"] == [{"type": "text", "text": "from elsewhere"}, {"type": "text", "text": "a2"}]
 
 
+def test_a_cancelled_messages_unsigned_thinking_is_not_replayed_as_text() -> None:
+    """A message cancelled mid-stream keeps its thinking without the signature (it arrives last); sent
+    back as text, the model's private reasoning would read as something it had said."""
+    history: list[Message] = [
+        UserMessage(content="q"),
+        assistant(ThinkingContent(thinking="private reasoning"), TextContent(text="partial"), stop_reason="aborted"),
+        UserMessage(content="go on"),
+    ]
+    assert convert_messages(history)[1]["content"] == [{"type": "text", "text": "partial"}]
+
+
 def test_tool_results_merge_into_one_user_message_and_missing_ones_are_synthesized() -> None:
     history: list[Message] = [
         UserMessage(content="go"),

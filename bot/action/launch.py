@@ -231,7 +231,9 @@ class SessionMirror:
             return f.read(MAX_SESSION_BYTES - self._offset)
 
     def _append(self, lines: bytes) -> None:
-        redacted = [self._redact_line(line) for line in lines.decode("utf-8", "replace").splitlines()]
+        # Complete lines, ending in "\n", the only line end: splitlines() also breaks at U+2028, U+2029 and
+        # U+0085, which JSON keeps raw inside strings, and would cut such an entry into two corrupt halves.
+        redacted = [self._redact_line(line) for line in lines.decode("utf-8", "replace").split("\n")[:-1]]
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
         with os.fdopen(os.open(self.target or "", flags, 0o644), "a", encoding="utf-8") as out:
             out.write("".join(line + "\n" for line in redacted))

@@ -217,7 +217,10 @@ class Redactor:
         except FileNotFoundError:
             return False
         out: list[str] = []
-        for line in original.splitlines():
+        # Only "\n" ends a line: splitlines() would also cut at U+2028, U+2029 and U+0085, which JSON keeps
+        # raw inside strings, and the halves would be written back as two corrupt lines.
+        lines = original.split("\n")
+        for line in lines[:-1] if original.endswith("\n") else lines:
             try:
                 parsed = json.loads(line)
             except json.JSONDecodeError:

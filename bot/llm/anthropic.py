@@ -225,7 +225,9 @@ def assistant_blocks(message: AssistantMessage) -> list[dict[str, Any]]:
                     blocks.append({"type": "redacted_thinking", "data": block.signature})
             elif ours and block.signature:
                 blocks.append({"type": "thinking", "thinking": block.thinking, "signature": block.signature})
-            elif block.thinking.strip():
+            elif not ours and block.thinking.strip():
+                # Another API's reasoning is shown as text. This API's own thinking without a signature (a
+                # cancelled message's partial) is left out: as text it would read as something said aloud.
                 blocks.append({"type": "text", "text": block.thinking})
         else:
             blocks.append({"type": "tool_use", "id": safe_tool_id(block.id), "name": block.name,
