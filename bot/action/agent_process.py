@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import bot
-from bot.action.sandbox import AgentIdentity
+from bot.action.sandbox import AgentIdentity, kill_every_process_of, processes_of
 from bot.agent.worker import WORKER_RESULT, WORKER_SESSION, WorkerRequest, WorkerResult
 from bot.tools import proc
 
@@ -75,9 +75,12 @@ class AgentProcess:
         self.log = log
         self.outcome = WorkerOutcome(result=None)
         self._proc: subprocess.Popen[bytes] | None = None
+        self._sweep_uid = False  # whether every process of the agent's uid is the agent's (see stop)
 
     def run(self, *, timeout: float | None, cancelled: threading.Event) -> WorkerOutcome:
         proc.set_child_subreaper()
+        uid = self.identity.uid
+        self._sweep_uid = self.identity.separate and uid is not None and not processes_of(uid)
         self._proc = self._start()
         readers = [threading.Thread(target=self._read_events, args=(self._proc.stdout,), daemon=True),
                    threading.Thread(target=self._read_stderr, args=(self._proc.stderr,), daemon=True)]
@@ -105,6 +108,9 @@ class AgentProcess:
                 worker.kill()
                 worker.wait()
         proc.kill_descendants(os.getpid())
+        if self._sweep_uid and not kill_every_process_of(self.identity):
+            self.log(f"opi: warning: processes of the agent's uid {self.identity.uid} could not all be killed")
+        proc.kill_descendants(os.getpid())  # reaps what the sweep killed (they were reparented here)
 
     def _start(self) -> subprocess.Popen[bytes]:
         identity = self.identity

@@ -29,8 +29,10 @@ import binascii
 import hashlib
 import io
 import json
+import os
 import random
 import re
+import stat
 import time
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -87,10 +89,19 @@ def zip_session(path: Path, extras: Sequence[Path] = ()) -> bytes:
     as the run's patch, each under its own name."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.write(path, arcname=path.name)
-        for extra in extras:
-            archive.write(extra, arcname=extra.name)
+        for item in (path, *extras):
+            archive.writestr(item.name, _regular_file(item))
     return buffer.getvalue()
+
+
+def _regular_file(path: Path) -> bytes:
+    """The content of `path` if it is a regular file, never read through a link: what goes into a
+    published artifact must be the file the broker wrote, not a link swapped in for it."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise ArtifactError(f"{path.name} is not a regular file; not uploaded")
+        return handle.read()
 
 
 def extract_session(data: bytes, dest_dir: Path, *, source: str = "artifact") -> Path:

@@ -255,23 +255,25 @@ class Repo(Git):
         return proc.stdout.split()[0]
 
     def start_point(self) -> str:
-        """The branch the checkout is on, or its commit when detached: where `return_to` goes back to."""
+        """The branch the checkout is on, or its commit when detached: where the workspace goes back to."""
         return self.current_branch() or self.head_sha()
 
-    def return_to(self, start: str, touched: Sequence[str]) -> None:
-        """Leave the workspace as the job's later steps expect it: on the branch (or commit) it started on,
-        without the agent's edits (they were delivered, or saved as a patch). Only after
-        `WorkspaceGuard.restore`: this runs git in the workspace again."""
+    def resolve_start(self, start: str) -> StartPoint:
+        """The start as it is now, before the agent runs (a ref the agent could move is never read after)."""
         branch = self.run("show-ref", "--verify", "--quiet", f"refs/heads/{start}", check=False).returncode == 0
-        self.run("checkout", "-q", "-f", *([start] if branch else ["--detach", start]))
-        for name in touched:
-            tracked = self.run("ls-files", "--error-unmatch", "--", name, check=False).returncode == 0
-            path = self.workspace / name
-            if not tracked and (path.is_file() or path.is_symlink()):
-                path.unlink()
+        sha = self.out("rev-parse", "--verify", f"refs/heads/{start}^{{commit}}" if branch else f"{start}^{{commit}}")
+        return StartPoint(branch=start if branch else None, sha=sha)
 
     def git_dir_path(self) -> Path:
         return (self.workspace / self.out("rev-parse", "--git-dir")).resolve()
+
+
+@dataclass(frozen=True)
+class StartPoint:
+    """Where the workspace goes back to after the agent: a branch at a commit, or a detached commit."""
+
+    branch: str | None
+    sha: str
 
 
 class Snapshot(Git):
@@ -289,8 +291,9 @@ class Snapshot(Git):
         self.index = directory / "index"
 
     @classmethod
-    def take(cls, repo: Repo, directory: Path, **kwargs: object) -> Snapshot:
-        """Copy the base commit out of the workspace while it is still trusted (before the agent runs)."""
+    def take(cls, repo: Repo, directory: Path, *, start: StartPoint | None = None, **kwargs: object) -> Snapshot:
+        """Copy the base commit (and the commit the workspace goes back to) out of the workspace while it is
+        still trusted (before the agent runs)."""
         base_sha = repo.head_sha()
         push_url = repo.remote_url() if "origin" in repo.run("remote", check=False).stdout.split() else ""
         directory.mkdir(parents=True, exist_ok=True)
@@ -304,6 +307,8 @@ class Snapshot(Git):
         fetched = snapshot.out("rev-parse", "FETCH_HEAD")
         if fetched != base_sha:
             raise GitError(f"the snapshot holds {fetched}, not the checked-out {base_sha}")
+        if start is not None and start.sha != base_sha:
+            snapshot.run("fetch", "-q", "--no-tags", "--depth=1", UPLOAD_PACK, f"file://{source}", start.sha)
         # The workspace's index as it is now (matching the base) keeps stat data, so reading the work
         # tree later hashes only what changed; `read-tree` drops anything that does not match the base.
         real_index = source / "index"
@@ -344,6 +349,25 @@ class Snapshot(Git):
         names = self.run("diff", "--cached", "--name-only", "--no-renames", "-z", self.base_sha, env=env).stdout
         files = tuple(name for name in names.split("\0") if name)
         return Changes(patch=self.redact(patch), stat=stat_text, files=files)
+
+    def reset_workspace(self, start: StartPoint) -> list[str]:
+        """Put the work tree back to `start`'s files, after `changes()`, with this repository's git: the
+        workspace's `.git`, which the agent could rewrite (config, common dir, refs, objects, reflogs), is
+        never read. Files the agent added go, changed and deleted ones come back; git writes nothing
+        through a symlinked directory. Returns the paths it wrote or removed."""
+        env = self._index_env()
+        names = self.run("diff-index", "--cached", "--name-only", "--no-renames", "-z", start.sha, env=env).stdout
+        self.run("read-tree", "--reset", "-u", start.sha, env=env)
+        return [name for name in names.split("\0") if name]
+
+    def index_of(self, sha: str) -> bytes:
+        """A fresh index file holding `sha`'s tree (no stat data: the next git status refreshes it)."""
+        path = self.directory / "index-return"
+        self.run("read-tree", sha, env={"GIT_INDEX_FILE": str(path)})
+        try:
+            return path.read_bytes()
+        finally:
+            path.unlink(missing_ok=True)
 
     def blobs(self, files: Sequence[str]) -> Iterator[tuple[str, bytes]]:
         """The staged content of each changed file (deleted files yield nothing): what a push would send."""
@@ -393,6 +417,7 @@ class WorkspaceGuard:
     executes what the agent planted. A persisted checkout credential is removed for the run and restored."""
 
     SAVED = ("hooks", "info")
+    REDIRECTS = ("commondir", "config.worktree")  # files that make git read config from elsewhere
 
     def __init__(self, git_dir: Path, log: object = None) -> None:
         self.git_dir = git_dir
@@ -426,14 +451,28 @@ class WorkspaceGuard:
         return stat.S_ISDIR(info.st_mode) and (info.st_dev, info.st_ino) == self._identity
 
     def restore(self) -> bool:
-        """Put config, hooks and info back. False when `.git` itself was replaced (then nothing is written
-        through it: a planted symlink must not make root write elsewhere)."""
+        """Put config, hooks and info back, and remove the files that would make git read its config or
+        attributes from elsewhere (`commondir`, `config.worktree`). False when `.git` itself was replaced
+        (then nothing is written through it: a planted symlink must not make root write elsewhere)."""
         if not self.intact():
             return False
         _write_new(self.git_dir / "config", self.config, self._owner)
         for name, saved in self.trees.items():
             _restore_tree(self.git_dir / name, saved, self._owner)
+        for planted in self.REDIRECTS:
+            _remove(self.git_dir / planted)
         return True
+
+    def point_at(self, start: StartPoint, index: bytes) -> None:
+        """HEAD, the start branch and the index as git would leave them after checking out `start`, written
+        as files (no git runs in this `.git`; no planted link is followed). Only after `restore`."""
+        if not self.intact():
+            return
+        if start.branch is not None:
+            _write_beneath(self.git_dir, f"refs/heads/{start.branch}", f"{start.sha}\n".encode(), self._owner)
+        head = f"ref: refs/heads/{start.branch}\n" if start.branch is not None else f"{start.sha}\n"
+        _write_new(self.git_dir / "HEAD", head.encode(), self._owner)
+        _write_new(self.git_dir / "index", index, self._owner)
 
 
 def _save_tree(root: Path) -> _SavedTree:
@@ -467,6 +506,44 @@ def _write_new(path: Path, data: bytes, owner: tuple[int, int], mode: int = 0o64
         out.write(data)
     if os.geteuid() == 0:
         os.chown(path, *owner, follow_symlinks=False)
+
+
+def _write_beneath(root: Path, relative: str, data: bytes, owner: tuple[int, int]) -> None:
+    """`_write_new` at `root/relative`, where every directory on the way is made a real one first: a
+    planted link (or file) in the way is removed, never followed."""
+    directory = root
+    for part in Path(relative).parts[:-1]:
+        directory = directory / part
+        try:
+            info = directory.lstat()
+            real = stat.S_ISDIR(info.st_mode)
+        except FileNotFoundError:
+            real = False
+        if not real:
+            _remove(directory)
+            directory.mkdir()
+            if os.geteuid() == 0:
+                os.chown(directory, *owner, follow_symlinks=False)
+    _write_new(root / relative, data, owner)
+
+
+def give_back(workspace: Path, names: Sequence[str], owner: tuple[int, int]) -> None:
+    """Files and directories git wrote as root under `names` go to the workspace's owner (links untouched:
+    lchown; nothing outside the workspace is reached, since git wrote through no link)."""
+    if os.geteuid() != 0 or owner[0] == 0:
+        return
+    for name in names:
+        path = workspace
+        for part in Path(name).parts:
+            path = path / part
+            try:
+                info = path.lstat()
+            except FileNotFoundError:
+                break
+            if info.st_uid == 0:
+                os.chown(path, *owner, follow_symlinks=False)
+            if not stat.S_ISDIR(info.st_mode):
+                break
 
 
 def _restore_tree(root: Path, saved: _SavedTree, owner: tuple[int, int]) -> None:

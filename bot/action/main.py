@@ -34,9 +34,11 @@ from bot.action.gitops import (
     PushRejected,
     Repo,
     Snapshot,
+    StartPoint,
     WorkflowPushRefused,
     WorkspaceGuard,
     coauthor_trailer,
+    give_back,
 )
 from bot.action.inputs import (
     ActionInputs,
@@ -50,7 +52,14 @@ from bot.action.inputs import (
 from bot.action.post import delivery_line, push_sentence
 from bot.action.redact import Redactor
 from bot.action.secret_env import reexec_without_secrets, restore_secrets
-from bot.action.workflow import RunState, append_summary, publish_state_path, state_path, write_output
+from bot.action.workflow import (
+    RunState,
+    append_summary,
+    publish_state_path,
+    state_path,
+    write_file_atomically,
+    write_output,
+)
 from bot.llm.messages import Cost, Usage
 from bot.tools.base import is_secret_env_name
 from bot.tools.proc import harden_current_process
@@ -505,8 +514,9 @@ class ActionRun:
                     server_url=self.context.server_url, identity=self._identity())
         repo.ensure_repo()
         plan = self._plan(task, remote)
-        start = repo.start_point()
+        start_name = repo.start_point()
         base_sha = self._checkout(repo, plan, task)
+        start = repo.resolve_start(start_name)  # now, before the agent can move a ref
         if ci is None and task.is_fix and task.on_pull_request and remote.github is not None:
             ci = self._ci_context_for(remote.github, base_sha)
         with tempfile.TemporaryDirectory(prefix="opi-broker-") as private:
@@ -514,7 +524,7 @@ class ActionRun:
             for removed in guard.strip_credentials():
                 log(f"opi: removed the checkout's persisted credential ({removed}) from .git/config for the "
                     "agent's run; it is put back afterwards")
-            snapshot = Snapshot.take(repo, Path(private) / "snapshot", redact=self.redact,
+            snapshot = Snapshot.take(repo, Path(private) / "snapshot", start=start, redact=self.redact,
                                      token=self.inputs.github_token, server_url=self.context.server_url,
                                      identity=self._identity())
             try:
@@ -535,8 +545,8 @@ class ActionRun:
                 delivered = Delivery(status="error", reason=render.internal_failure(
                     "deliver the agent's work", self.context.run_url) + " Nothing is lost: the patch is below.",
                     patch_note="Not delivered; apply it with `git apply`.")
-        if git_intact and not self.dry_run:
-            self._return_workspace(repo, start, changes)
+            if git_intact and not self.dry_run:
+                self._return_workspace(snapshot, guard, start)
         self._hand_back_outputs(agent_run.session_path, patch_path)
         return self._report(task, agent_run, changes, delivered, patch_path)
 
@@ -546,12 +556,18 @@ class ActionRun:
         paths = [p for p in (session, session.parent if session else None, patch) if p is not None]
         give_to_owner_of(self.context.temp_dir, paths)
 
-    def _return_workspace(self, repo: Repo, start: str, changes: Changes) -> None:
+    def _return_workspace(self, snapshot: Snapshot, guard: WorkspaceGuard, start: StartPoint) -> None:
+        """The work tree and HEAD back where the job had them, written by the broker's own repository and as
+        files: no git runs in the workspace's `.git` after the agent (it could rewrite any of it)."""
+        where = start.branch or start.sha[:7]
         try:
-            repo.return_to(start, changes.files)
-            log(f"opi: the workspace is back on `{start}`")
-        except GitError as exc:  # later steps may be surprised, but the report still goes out
-            log(f"opi: warning: could not put the workspace back on `{start}`: {exc}")
+            written = snapshot.reset_workspace(start)
+            guard.point_at(start, snapshot.index_of(start.sha))
+            owner = self.context.workspace.lstat()
+            give_back(self.context.workspace, written, (owner.st_uid, owner.st_gid))
+            log(f"opi: the workspace is back on `{where}`")
+        except (GitError, OSError) as exc:  # later steps may be surprised, but the report still goes out
+            log(f"opi: warning: could not put the workspace back on `{where}`: {exc}")
 
     def _plan(self, task: Task, remote: Remote) -> BranchPlan:
         pull = None
@@ -694,8 +710,9 @@ class ActionRun:
         name = f"opi-{task.number or 'maintenance'}-{self.context.run_id or 'local'}.patch"
         path = self.context.temp_dir / name
         try:
-            # Redacted like the comment's diff: the file also travels in the session artifact.
-            path.write_text(self.redact(changes.patch), encoding="utf-8")
+            # Redacted like the comment's diff: the file also travels in the session artifact. Written as
+            # a new file that replaces whatever is there (a link is never followed).
+            write_file_atomically(path, self.redact(changes.patch).encode("utf-8"), mode=0o644)
         except OSError as exc:
             log(f"opi: warning: could not save the patch to {path}: {exc}")
             return None

@@ -18,6 +18,8 @@ import contextlib
 import os
 import shutil
 import stat
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -60,6 +62,45 @@ def choose_identity(workspace: Path) -> AgentIdentity:
     if info.st_uid != 0:
         return AgentIdentity(info.st_uid, info.st_gid)
     return AgentIdentity(DEDICATED_UID, DEDICATED_UID, dedicated=True)
+
+
+def processes_of(uid: int) -> list[int]:
+    """The pids whose real uid is `uid` (from /proc: those this process can see)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            with open(f"/proc/{entry.name}/status", encoding="ascii", errors="replace") as status:
+                line = next(line for line in status if line.startswith("Uid:"))
+            if int(line.split()[1]) == uid:
+                found.append(int(entry.name))
+    return found
+
+
+_SWEEP = """
+import os, signal, sys
+for _ in range(100000):
+    try:
+        os.kill(-1, signal.SIGKILL)
+    except ProcessLookupError:
+        sys.exit(0)
+sys.exit(1)
+"""
+
+
+def kill_every_process_of(identity: AgentIdentity) -> bool:
+    """SIGKILL every process of the agent's uid, as that uid: kill(-1) reaches each one, however it was
+    started, until none is left. A tree walk from the broker cannot catch a process that forks and exits
+    faster than one scan of /proc (its pid changes every hop). Only for a uid that ran nothing before the
+    agent (checked by the caller): on a self-hosted runner the workspace owner may be the runner itself.
+    True when the uid is left with no process."""
+    if not identity.separate or identity.uid is None:
+        return False
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", _SWEEP], user=identity.uid, group=identity.gid,
+                          extra_groups=[], env={}, stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
+                          check=False)
+    return done.returncode == 0
 
 
 def agent_environment(source: Mapping[str, str], secrets: Iterable[str], *, home: Path, tmp: Path) -> dict[str, str]:

@@ -132,22 +132,29 @@ class RunState:
             self.save(self.path)
 
     def save(self, path: Path) -> None:
-        """Write the whole state to a private temp file beside `path`, fsync it, then rename it over
-        `path`: a reader (the post step) sees the old state or the new one, never half of either."""
+        """Write the whole state atomically (a reader, the post step, sees the old state or the new one,
+        never half of either), readable by its owner only."""
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {k: v for k, v in asdict(self).items() if k != "path"}
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:  # mkstemp creates it 0600
-                json.dump(data, out, indent=2)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_file_atomically(path, json.dumps(data, indent=2).encode("utf-8"))
         self.path = path
+
+
+def write_file_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """A new file with `data`, fsynced, renamed over `path`: never written through a link or a file
+    someone else put there, and never seen half-written."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:  # mkstemp creates it 0600, with O_EXCL
+            os.fchmod(out.fileno(), mode)
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def state_path(temp_dir: Path, run_id: str) -> Path:
