@@ -426,6 +426,8 @@ class WorkspaceGuard:
         self._owner = (info.st_uid, info.st_gid)
         self.config = (git_dir / "config").read_bytes()
         self.trees = {name: _save_tree(git_dir / name) for name in self.SAVED}
+        # A linked worktree's git dir has a real `commondir`: what was there before is put back as it was.
+        self.redirects = {name: _read_regular(git_dir / name) for name in self.REDIRECTS}
 
     def strip_credentials(self) -> list[str]:
         """Remove `http.*.extraheader` lines (actions/checkout's persisted token); returns their keys."""
@@ -451,16 +453,20 @@ class WorkspaceGuard:
         return stat.S_ISDIR(info.st_mode) and (info.st_dev, info.st_ino) == self._identity
 
     def restore(self) -> bool:
-        """Put config, hooks and info back, and remove the files that would make git read its config or
-        attributes from elsewhere (`commondir`, `config.worktree`). False when `.git` itself was replaced
-        (then nothing is written through it: a planted symlink must not make root write elsewhere)."""
+        """Put config, hooks and info back, and the files that make git read config or attributes from
+        elsewhere (`commondir`, `config.worktree`) as they were: removed if planted. False when `.git`
+        itself was replaced (then nothing is written through it: a planted link must not make root write
+        elsewhere)."""
         if not self.intact():
             return False
         _write_new(self.git_dir / "config", self.config, self._owner)
         for name, saved in self.trees.items():
             _restore_tree(self.git_dir / name, saved, self._owner)
-        for planted in self.REDIRECTS:
-            _remove(self.git_dir / planted)
+        for name, content in self.redirects.items():
+            if content is None:
+                _remove(self.git_dir / name)
+            else:
+                _write_new(self.git_dir / name, content, self._owner)
         return True
 
     def point_at(self, start: StartPoint, index: bytes) -> None:
@@ -485,6 +491,13 @@ def _save_tree(root: Path) -> _SavedTree:
             saved.files[relative] = path.read_bytes()
             saved.modes[relative] = stat.S_IMODE(path.stat().st_mode)
     return saved
+
+
+def _read_regular(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes() if path.is_file() and not path.is_symlink() else None
+    except OSError:
+        return None
 
 
 def _remove(path: Path) -> None:
