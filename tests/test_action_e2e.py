@@ -86,7 +86,7 @@ def test_opi_fix_on_a_pr_pushes_a_commit_and_reports(runner: Runner) -> None:
 
     # `/opi fix` gave the agent the failing check and the review comment.
     prompt = json.dumps(runner.llm.requests[0].body)
-    assert "tests: failure: 1 failed - test_add: assert add(1, 2) == 3" in prompt
+    assert "- `tests`: failure" in prompt and "1 failed\\n\\ntest_add: assert add(1, 2) == 3" in prompt
     assert "app.py:2 (@reviewer): this subtracts" in prompt and "lint" not in prompt.split("Failing")[1][:200]
 
     # The permission check came first, and every request carried the token.

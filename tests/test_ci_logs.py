@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
 
+from bot.action.autofix import signature_of
 from bot.action.ci_logs import (
     PER_JOB_BUDGET,
     TOTAL_BUDGET,
@@ -19,6 +21,7 @@ from bot.action.ci_logs import (
     failed_tests,
     fence_untrusted,
     head_and_tail,
+    is_actions_job,
     job_id_of,
 )
 from bot.action.github_api import CheckRun, GitHubClient
@@ -251,6 +254,20 @@ def test_hostile_lines_are_bounded() -> None:
     assert len(excerpt) <= 6000 and "##[error]boom" in excerpt
 
 
+def test_50k_error_lines_stay_linear() -> None:
+    # ##[error] lines in steps without a runner section, each with the lines before it; mypy-style lines;
+    # lines that almost look like located errors. A quadratic pass would take minutes here.
+    steps = "\n".join(("##[group]Run lint\n" if i % 1000 == 0 else "") + f"##[error]src/a.py:{i}: bad"
+                      for i in range(50_000))
+    located = "\n".join(f"src/a.py:{i}: error: bad" for i in range(50_000))
+    near = "\n".join("a:1" * 130 + " error" for _ in range(50_000))
+    started = time.perf_counter()
+    excerpts = [extract_failure(clean_log(log), 6000) for log in (steps, located, near)]
+    assert time.perf_counter() - started < 10
+    assert all(len(excerpt) <= 6000 for excerpt in excerpts)
+    assert "##[error]src/a.py:49999: bad" in excerpts[0] and "src/a.py:49999: error: bad" in excerpts[1]
+
+
 def test_head_and_tail_leaves_short_text_alone() -> None:
     assert head_and_tail("short", 100) == "short"
 
@@ -279,6 +296,14 @@ def test_the_job_id_comes_from_the_details_url_else_the_check_run_id() -> None:
     assert job_id_of(_run(1, "https://github.com/o/r/actions/runs/9/job/31337")) == 31337
     assert job_id_of(_run(1, "https://github.com/o/r/actions/runs/9/job/31337?pr=4")) == 31337
     assert job_id_of(_run(42, "")) == 42
+
+
+def test_an_actions_check_run_is_a_job_only_when_its_details_url_names_one() -> None:
+    assert is_actions_job(_run(1, "https://github.com/o/r/actions/runs/9/job/31337"))
+    assert is_actions_job(_run(1, ""))
+    assert not is_actions_job(_run(1, "https://github.com/o/r/runs/1"))  # made by an action through the API
+    other = CheckRun(1, "t", "completed", "failure", "circleci-checks", "https://x/job/3", "", "", "", "")
+    assert not is_actions_job(other)
 
 
 # -- collection against the fake GitHub ---------------------------------------------------------------------
@@ -336,6 +361,70 @@ def test_many_failing_jobs_share_the_total_budget(github: FakeGitHub, tmp_path: 
     # Whole sections only: every fence that opens is closed.
     assert context.markdown.count("```text\n") == 6 and context.markdown.count("\n```") == 12
     assert len(list(tmp_path.glob("job-*.log"))) == 6
+
+
+def _cancelled_log() -> str:
+    return actions_log("pytest", "collected 10 items", failed=False).replace(
+        "##[group]Post job", "##[error]The operation was canceled.\n##[group]Post job")
+
+
+BIG_FAILURE = "=== FAILURES ===\n" + "\n".join(
+    f"E   row {i} differs: expected {i} got {i + 1}" for i in range(400)) + "\n=== 1 failed in 1.00s ==="
+MATRIX = ("test (ubuntu, 3.11)", "test (windows, 3.11)", "test (windows, 3.12)", "test (macos, 3.11)",
+          "test (macos, 3.12)")
+
+
+def test_jobs_cancelled_by_fail_fast_get_one_line_and_no_share(github: FakeGitHub, tmp_path: Path) -> None:
+    github.add_check_run(SHA, "test (ubuntu, 3.12)", "failure", log=actions_log("pytest", BIG_FAILURE))
+    alone = collect_ci_context(_client(github), SHA, tmp_path / "alone")
+    for name in MATRIX:
+        github.add_check_run(SHA, name, "cancelled", log=_cancelled_log())
+    shared = collect_ci_context(_client(github), SHA, tmp_path / "shared")
+
+    failing = shared.markdown.split("### ")[1]
+    assert failing.split("\n\nCancelled")[0] == alone.markdown.split("### ")[1]  # the same excerpt and share
+    assert len(failing) > PER_JOB_BUDGET - 500
+    assert shared.markdown.count("### ") == 1 and "The operation was canceled" not in shared.markdown
+    assert "Cancelled, not shown: " + ", ".join(f"`{name}`" for name in MATRIX) in shared.markdown
+    assert [job.name for job in shared.jobs] == ["test (ubuntu, 3.12)"]
+    assert len(github.blob_requests) == 2  # the cancelled jobs' logs were not downloaded
+    # Cancelled jobs are not part of the failure: the signature is the one of the failing job alone.
+    assert shared.failing_names == ("test (ubuntu, 3.12)",) and shared.failing_checks == 6
+    assert signature_of(shared) == signature_of(alone)
+
+
+def test_only_cancelled_jobs_are_shown_in_full(github: FakeGitHub, tmp_path: Path) -> None:
+    # A job cancelled at its timeout, with nothing else failing: its log is all there is.
+    github.add_check_run(SHA, "test", "cancelled", log=_cancelled_log())
+    context = collect_ci_context(_client(github), SHA, tmp_path)
+    assert "The operation was canceled." in context.markdown and context.failing_names == ("test",)
+    assert "Cancelled, not shown" not in context.markdown
+
+
+def test_budget_a_short_excerpt_leaves_goes_to_the_next_jobs(github: FakeGitHub, tmp_path: Path) -> None:
+    github.add_check_run(SHA, "lint", "failure", log=actions_log("ruff", "a.py:1:1: F401 unused"))
+    github.add_check_run(SHA, "ci/circleci: build", "failure", app_slug="circleci-checks",
+                         output={"title": "Build failed", "summary": "npm ERR! code ELIFECYCLE", "text": None})
+    for n in range(3):
+        github.add_check_run(SHA, f"shard {n}", "failure", log=actions_log("pytest", BIG_FAILURE))
+    context = collect_ci_context(_client(github), SHA, tmp_path)
+    assert len(context.markdown) <= TOTAL_BUDGET and "npm ERR! code ELIFECYCLE" in context.markdown
+    shards = [section for section in context.markdown.split("### ") if section.startswith("`shard")]
+    # An equal fifth of the total would be about 4,400 characters each.
+    assert len(shards) == 3 and all(len(section) > 6_500 for section in shards), [len(s) for s in shards]
+
+
+def test_a_check_run_an_action_created_shows_its_output(github: FakeGitHub, tmp_path: Path) -> None:
+    # Test reporters create check runs with the workflow's token: app github-actions, but no job and no log.
+    github.add_check_run(SHA, "JUnit Tests", "failure", details_url="https://github.com/o/r/runs/99",
+                         output={"title": "1 failed", "summary": "test_parse: expected [1, 2, 3] got [1, 2]"})
+    github.add_check_run(SHA, "test", "failure", log=actions_log("pytest", PYTEST))
+    context = collect_ci_context(_client(github), SHA, tmp_path)
+    assert "### `JUnit Tests`: failure (check by github-actions)" in context.markdown
+    assert "test_parse: expected [1, 2, 3] got [1, 2]" in context.markdown
+    assert "could not be read" not in context.markdown and "actions: read" not in context.markdown
+    assert [job.name for job in context.jobs] == ["test"] and len(github.blob_requests) == 1
+    assert context.failing_names == ("JUnit Tests", "test")
 
 
 def test_nothing_failing_gives_no_context(github: FakeGitHub, tmp_path: Path) -> None:

@@ -1,13 +1,15 @@
 """Why CI failed, as context for `/opi fix`: the failing part of each failing GitHub Actions job's log,
 and the output text of failing checks from other CI systems.
 
-GitHub Actions check runs carry no output text; the failure is in the job's log. For each failing check
-run of the PR head made by GitHub Actions (app slug `github-actions`), the job id is read from the check
-run (`details_url` ends in `/job/<id>`; the check run id is the job id too), the log is downloaded,
-cleaned (runner timestamps, ANSI colours, `##[group]` noise) and the failing part extracted: the
-`##[error]` lines and the test runner's failure sections (pytest, unittest, jest/vitest, go test,
-cargo test), within a head-and-tail budget per job and in total. Each full cleaned log is also written
-to a directory that the agent's `ci_log` tool reads on demand.
+GitHub Actions jobs' check runs carry no output text; the failure is in the job's log. For each failing
+check run of the PR head that is an Actions job (app slug `github-actions` and a `details_url` that ends
+in `/job/<id>`; the check run id is the job id too), the log is downloaded, cleaned (runner timestamps,
+ANSI colours, `##[group]` noise) and the failing part extracted: the test runner's failure sections
+(pytest, unittest, jest/vitest, go test, cargo test, compiler errors, panics and tracebacks) and the
+`##[error]` lines, each with the lines before it when its step has no such section, within a budget per
+job and in total. Check runs an action created through the API, and other CI systems' checks, show their
+output text. Cancelled jobs are only named. Each full cleaned log is also written to a directory that
+the agent's `ci_log` tool reads on demand.
 
 Log text is hostile (anyone who can open a PR writes what the tests print): every excerpt is fenced as
 untrusted data with a fence longer than any backtick run inside it, so it cannot close the fence.
@@ -37,10 +39,11 @@ ACTIONS_SLUG = "github-actions"
 _MATCH_WIDTH = 400  # patterns look at this much of a line: a 1 MB minified line costs no more than a short one
 _EXCERPT_LINE = 1_000  # longest line kept in an excerpt
 _SECTION_MAX_LINES = 3_000
-_CONTEXT_BEFORE_ERROR = 60  # lines shown before the last ##[error] when no runner section is recognised
+_CONTEXT_BEFORE_ERROR = 60  # lines shown before an ##[error] whose step has no runner section
 _TAIL_LINES = 80  # lines shown when nothing at all is recognised
 _HEAD_SHARE = 0.4  # of an over-budget excerpt, this share is kept from the start, the rest from the end
 _SECTION_OVERHEAD = 300
+_MIN_SHARE = 500  # no excerpt is cut shorter than this; the total is then kept by leaving whole sections out
 
 _TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z ?")
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]")
@@ -84,7 +87,12 @@ class _Rule:
     start: re.Pattern[str]
     end: re.Pattern[str] | None  # inclusive; None: the section runs while `more` matches
     more: re.Pattern[str] | None = None
+    hint: str = ""  # a start line contains this: a cheap test before `start`
 
+
+# A compiler's or type checker's error line: "path:line[:col]: error …" (mypy, gcc, clang),
+# "path(line,col): error TSnnnn" (tsc, MSVC) and "path:line:col - error TSnnnn" (tsc --pretty).
+_AT_LINE = r"\S+?(?::\d+(?::\d+)?|\(\d+(?:,\d+)?\))(?:: | - )"
 
 _RULES = (
     # pytest: "=== FAILURES ===" / "=== ERRORS ===" through the short summary to "=== 1 failed in 0.1s ==="
@@ -103,48 +111,87 @@ _RULES = (
     # compilers (rustc, cargo build, tsc-like "error:" lines): the message and its indented snippet
     _Rule("compiler", re.compile(r"^error(?:\[\w+\])?: "), None,
           re.compile(r"^(?:\s|$|-->|\||=|\d+\s*\|)")),
+    # error lines with a location, the notes, snippets and further errors after them, and the count
+    _Rule("located", re.compile(rf"^{_AT_LINE}(?:fatal )?error\b"), None,
+          re.compile(rf"^(?:\s|$|\d+ |{_AT_LINE}(?:(?:fatal )?error|warning|note)\b|Found \d+ errors?\b)"), "error"),
+    # go test panic: the message and the goroutine stack (which names the file:line) to the package verdict
+    _Rule("go-panic", re.compile(r"^panic: "), re.compile(r"^(?:FAIL\b|exit status \d+)")),
     # Python tracebacks outside a test runner
     _Rule("traceback", re.compile(r"^Traceback \(most recent call last\):"), re.compile(r"^\S.*(?:Error|Exception|Exit)\b")),
 )
 _GO_RUN = re.compile(r"^=== RUN\s+(\S+)")
 _GO_FAIL = re.compile(r"^\s*--- FAIL: (\S+)")
-_GO_PKG_FAIL = re.compile(r"^(?:FAIL\s+\S+\s+[\d.]+s|FAIL\s*$|panic: )")
+_GO_PKG_FAIL = re.compile(r"^(?:FAIL\s+\S+\s+[\d.]+s|FAIL\s*$)")
+# go test prints a failed test's output indented after its "--- FAIL:" line (without -v: only there)
+_GO_OUTPUT = _Rule("go-output", re.compile("(?!)"), None, re.compile(r"^\s+(?!--- (?:PASS|SKIP|FAIL):)\S"))
+
+Span = tuple[int, int]
 
 
-def failing_spans(lines: Sequence[str]) -> tuple[list[tuple[int, int]], list[int]]:
-    """(runner failure sections as [start, end] line ranges, indices of `##[error]` lines), in one pass."""
-    spans: list[tuple[int, int]] = []
-    errors: list[int] = []
-    go_runs: dict[str, int] = {}
-    active: _Rule | None = None
-    start = 0
+def failing_spans(lines: Sequence[str]) -> tuple[list[Span], list[Span]]:
+    """In one pass: (the runner failure sections, as [start, end] line ranges; each `##[error]` line, with
+    the lines before it within its step when no section was recognised in that step)."""
+    scan = _Scan()
     for index, full in enumerate(lines):
-        line = full[:_MATCH_WIDTH]
+        scan.feed(index, full[:_MATCH_WIDTH])
+    return scan.finish(len(lines))
+
+
+class _Scan:
+    """The state of `failing_spans`' pass. A step starts at a `▸ ` line (a group title)."""
+
+    def __init__(self) -> None:
+        self.sections: list[Span] = []
+        self.errors: list[tuple[int, int | None]] = []  # (an ##[error] line, the start of its step)
+        self.steps_with_sections: set[int | None] = set()
+        self.go_runs: dict[str, int] = {}
+        self.active: _Rule | None = None
+        self.start = 0
+        self.step: int | None = None  # None: before the first step
+
+    def feed(self, index: int, line: str) -> None:
+        if line.startswith("▸ "):
+            self.step = index
         if _ERROR.match(line):
-            errors.append(index)
-        if active is not None:
-            last = _section_end(active, line, index, start)
+            self.errors.append((index, self.step))
+        if self.active is not None:
+            last = _section_end(self.active, line, index, self.start)
             if last is None:
-                continue
-            spans.append((start, last))
-            active = None
+                return
+            self.sections.append((self.start, last))
+            self.active = None
             if last == index:
-                continue
+                return
+        self._begin(index, line)
+
+    def _begin(self, index: int, line: str) -> None:
         run = _GO_RUN.match(line)
+        failed = None if run else _GO_FAIL.match(line)
         if run:
-            go_runs[run.group(1)] = index
-            continue
-        failed = _GO_FAIL.match(line)
-        if failed:
-            spans.append((go_runs.get(failed.group(1), index), index))
-        elif _GO_PKG_FAIL.match(line):
-            spans.append((index, index))
+            self.go_runs[run.group(1)] = index
+        elif failed:
+            self._open(_GO_OUTPUT, self.go_runs.get(failed.group(1), index))
+        elif _GO_PKG_FAIL.match(line):  # says nothing of why: the step's error still gets its context
+            self.sections.append((index, index))
         else:
-            active = next((rule for rule in _RULES if rule.start.match(line)), None)
-            start = index
-    if active is not None:
-        spans.append((start, len(lines) - 1))
-    return spans, errors
+            rule = next((rule for rule in _RULES if rule.hint in line and rule.start.match(line)), None)
+            if rule is not None:
+                self._open(rule, index)
+
+    def _open(self, rule: _Rule, start: int) -> None:
+        self.active, self.start = rule, start
+        self.steps_with_sections.add(self.step)
+
+    def finish(self, count: int) -> tuple[list[Span], list[Span]]:
+        if self.active is not None:
+            self.sections.append((self.start, count - 1))
+        around: list[Span] = []
+        for index, step in self.errors:
+            bare = step not in self.steps_with_sections
+            around.append((max(step or 0, index - _CONTEXT_BEFORE_ERROR) if bare else index, index))
+            if step is not None:  # the step's title names what failed
+                around.append((step, step))
+        return self.sections, around
 
 
 def _section_end(rule: _Rule, line: str, index: int, start: int) -> int | None:
@@ -165,7 +212,7 @@ _FAILED_TEST = re.compile(
     r"|\s*--- FAIL: (?P<go>\S+)(?: \([\d.]+s\))?"
     r"|test (?P<cargo>\S+) \.\.\. FAILED"
     r"|\s*● (?!Console\b)(?P<jest>.+?)\s*"
-    r"|\s*(?:×|✕) (?P<vitest>.+?)(?: \d+ms)?\s*)$"
+    r"|\s*(?:×|✕) (?P<vitest>.+?)(?: \d+(?:\.\d+)?m?s| \(\d+(?:\.\d+)? ?m?s\))?\s*)$"  # no timing
 )
 _MAX_FAILED_TESTS = 200
 
@@ -202,16 +249,16 @@ def _merge(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
 
 def extract_failure(cleaned: str, budget: int = PER_JOB_BUDGET) -> str:
     """The failing part of a cleaned log within `budget` characters: runner failure sections and
-    `##[error]` lines; else the lines before the last error; else the log's tail. Over budget, the head
-    and the tail are kept and the middle is replaced by a note saying how much was left out."""
+    `##[error]` lines, with the lines before an error in a step where no section was recognised (a lint
+    step after passing tests); else the log's tail. Over budget, the head and the tail are kept and the
+    middle is replaced by a note saying how much was left out."""
     lines = cleaned.split("\n")
-    spans, errors = failing_spans(lines)
-    if spans:
-        spans += [(i, i) for i in errors]
+    sections, around_errors = failing_spans(lines)
+    spans = sections + around_errors
+    if sections:
         note = ""
-    elif errors:
-        spans = [(max(0, errors[-1] - _CONTEXT_BEFORE_ERROR), errors[-1])] + [(i, i) for i in errors]
-        note = "[no test runner failure section recognised; the lines before the last error:]\n"
+    elif around_errors:
+        note = "[no test runner failure section recognised; the lines before each error, within its step:]\n"
     else:
         spans = [(max(0, len(lines) - _TAIL_LINES), len(lines) - 1)]
         note = "[no failure section or ##[error] line recognised; the end of the log:]\n"
@@ -305,6 +352,13 @@ def job_id_of(run: CheckRun) -> int:
     return int(found.group(1)) if found else run.id
 
 
+def is_actions_job(run: CheckRun) -> bool:
+    """A GitHub Actions job, whose failure is in its log. A check run that an action created through the
+    API (a test reporter) also belongs to the app `github-actions`, but its `details_url` names no job and
+    its output carries the failure, as other CI systems' check runs do."""
+    return run.app_slug == ACTIONS_SLUG and (not run.details_url or bool(_JOB_IN_URL.search(run.details_url)))
+
+
 def collect_ci_context(source: CiSource, head_sha: str, log_dir: Path | None, *,
                        per_job: int = PER_JOB_BUDGET, total: int = TOTAL_BUDGET,
                        redact: Callable[[str], str] = str) -> CiContext:
@@ -315,31 +369,82 @@ def collect_ci_context(source: CiSource, head_sha: str, log_dir: Path | None, *,
     failing = [run for run in source.check_runs(head_sha) if run.failed]
     if not failing:
         return CiContext(markdown="", jobs=(), failing_checks=0)
-    actions = [run for run in failing if run.app_slug == ACTIONS_SLUG][:MAX_LOG_JOBS]
-    others = [run for run in failing if run.app_slug != ACTIONS_SLUG]
-    count = max(1, len(actions) + len(others))
-    # Each section's title, fence and notes take up to ~_SECTION_OVERHEAD characters besides its excerpt.
-    share = max(500, min(per_job, (total - len(_PREAMBLE) - 200) // count - _SECTION_OVERHEAD))
+    found = _Failing.of(failing)
+    notes_length = sum(len(note) + 2 for note in found.notes)
+    shares = _Shares(total - len(_header(head_sha, tool_note=True)) - notes_length - 100,
+                     len(found.jobs) + len(found.others))
+    # Other checks first: their output is short, and what they leave goes to the jobs' logs.
+    other_sections = [shares.spend(redact(_other_section(run, shares.next(min(per_job, OTHER_CHECK_BUDGET)))))
+                      for run in found.others]
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
-    sections: list[str] = []
-    jobs: list[JobLog] = []
-    for run in actions:
-        job, section = _actions_section(source, run, log_dir, share, redact)
+    jobs, sections = [], []
+    for run in found.jobs:
+        job, section = _actions_section(source, run, log_dir, shares.next(per_job), redact)
         jobs.append(job)
-        sections.append(section)
-    sections.extend(redact(_other_section(run, min(share, OTHER_CHECK_BUDGET))) for run in others)
-    skipped = len([run for run in failing if run.app_slug == ACTIONS_SLUG]) - len(actions)
-    if skipped > 0:
-        sections.append(f"[{skipped} more failing GitHub Actions jobs are not shown]")
+        sections.append(shares.spend(section))
     if log_dir is not None:
         _write_index(log_dir, jobs)
-    tool_note = " Read more of a job's log with the `ci_log` tool (by job name or id)." if any(
-        job.file for job in jobs) else ""
-    header = f"## Failing CI checks on {head_sha[:7]}\n\n{_PREAMBLE}{tool_note}\n\n"
-    body = _whole_sections(sections, max(0, total - len(header)))
-    return CiContext(markdown=header + body, jobs=tuple(jobs), failing_checks=len(failing),
-                     failing_names=tuple(run.name for run in failing))
+    header = _header(head_sha, tool_note=any(job.file for job in jobs))
+    body = _whole_sections(sections + other_sections, max(0, total - len(header) - notes_length))
+    return CiContext(markdown=header + "\n\n".join([body, *found.notes]), jobs=tuple(jobs),
+                     failing_checks=len(failing), failing_names=tuple(run.name for run in found.shown))
+
+
+@dataclass(frozen=True)
+class _Failing:
+    """A commit's failing checks, by how they are shown. Cancelled checks (the jobs fail-fast stopped
+    when another failed) are only named, take no share of the budget and are not part of the failure,
+    unless nothing else failed."""
+
+    shown: list[CheckRun]  # the failure
+    jobs: list[CheckRun]  # the GitHub Actions jobs among them whose logs are read
+    others: list[CheckRun]  # the checks whose output is shown
+    notes: list[str]  # one line each: jobs left out, cancelled checks
+
+    @classmethod
+    def of(cls, failing: Sequence[CheckRun]) -> _Failing:
+        shown = [run for run in failing if run.conclusion != "cancelled"]
+        cancelled = [run for run in failing if run.conclusion == "cancelled"] if shown else []
+        shown = shown or list(failing)
+        jobs = [run for run in shown if is_actions_job(run)]
+        return cls(shown, jobs[:MAX_LOG_JOBS], [run for run in shown if not is_actions_job(run)],
+                   _notes(len(jobs) - MAX_LOG_JOBS, cancelled))
+
+
+def _header(head_sha: str, *, tool_note: bool) -> str:
+    tool = " Read more of a job's log with the `ci_log` tool (by job name or id)." if tool_note else ""
+    return f"## Failing CI checks on {head_sha[:7]}\n\n{_PREAMBLE}{tool}\n\n"
+
+
+_NAMED_CANCELLED = 20
+
+
+def _notes(skipped: int, cancelled: Sequence[CheckRun]) -> list[str]:
+    notes = [f"[{skipped} more failing GitHub Actions jobs are not shown]"] if skipped > 0 else []
+    if cancelled:
+        names = ", ".join(f"`{_one_line(run.name)}`" for run in cancelled[:_NAMED_CANCELLED])
+        more = f" and {len(cancelled) - _NAMED_CANCELLED} more" if len(cancelled) > _NAMED_CANCELLED else ""
+        notes.append(f"Cancelled, not shown: {names}{more} (a job is cancelled when another one fails and the "
+                     "workflow stops the rest, or when it runs out of time).")
+    return notes
+
+
+class _Shares:
+    """The context budget, handed out section by section: each gets an equal share of what is left, so
+    what a short section does not use goes to the sections after it. A section's title, fence and notes
+    take up to ~_SECTION_OVERHEAD characters besides its excerpt."""
+
+    def __init__(self, budget: int, sections: int) -> None:
+        self.left, self.sections = budget, sections
+
+    def next(self, cap: int) -> int:
+        return max(_MIN_SHARE, min(cap, self.left // max(1, self.sections) - _SECTION_OVERHEAD))
+
+    def spend(self, section: str) -> str:
+        self.left -= len(section) + 2
+        self.sections -= 1
+        return section
 
 
 def _whole_sections(sections: Sequence[str], budget: int) -> str:

@@ -10,6 +10,7 @@ reported at once instead of slept through.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -73,22 +74,28 @@ class CommentRef:
 
 @dataclass(frozen=True)
 class PullFeedback:
-    """What `/opi fix` should look at: failing checks on the head commit and the reviewers' comments."""
+    """What `/opi fix` should look at: failing checks on the head commit (names only: the CI context shows
+    their output, fenced) and the reviewers' comments (fenced when they could break out of their item)."""
 
     failing_checks: tuple[str, ...] = ()
     review_comments: tuple[str, ...] = ()
     reviews: tuple[str, ...] = ()
 
     def markdown(self, limit: int = 12_000) -> str:
-        sections = []
-        if self.failing_checks:
-            sections.append("Failing checks on the head commit:\n" + "\n".join(self.failing_checks))
-        if self.reviews:
-            sections.append("Reviews asking for changes:\n" + "\n".join(self.reviews))
-        if self.review_comments:
-            sections.append("Review comments:\n" + "\n".join(self.review_comments))
-        text = "\n\n".join(sections)
-        return text if len(text) <= limit else text[:limit] + "\n[... truncated]"
+        """As prompt text of at most about `limit` characters, of whole items only: an item cut in two
+        could leave its fence open."""
+        text, left_out = "", 0
+        for title, items in (("Failing checks on the head commit:", self.failing_checks),
+                             ("Reviews asking for changes:", self.reviews), ("Review comments:", self.review_comments)):
+            block = ""
+            for item in items:
+                addition = ("\n" if block else f"{title}\n") + item
+                if len(text) + len(block) + len(addition) + 2 > limit:
+                    left_out += 1
+                    continue
+                block += addition
+            text += ("\n\n" if text and block else "") + block
+        return text + (f"\n[... {left_out} more left out]" if left_out else "")
 
 
 _FEEDBACK_ITEMS = 30
@@ -98,6 +105,22 @@ _FEEDBACK_TEXT = 800
 def _clip(text: str | None) -> str:
     text = (text or "").strip()
     return text if len(text) <= _FEEDBACK_TEXT else text[:_FEEDBACK_TEXT] + " [...]"
+
+
+def _flat(text: str, limit: int = 120) -> str:
+    """A name or path, safe on one markdown line: no breaks, controls or backticks."""
+    flat = re.sub(r"[\x00-\x1f\x7f]", "", " ".join(text.split())).replace("`", "'")
+    return flat if len(flat) <= limit else flat[:limit] + "…"
+
+
+def _feedback_item(lead: str, body: str | None) -> str:
+    """`- lead: body`, the body clipped; on its own line in a fence longer than any backtick run inside
+    when it has several lines or a backtick (a clipped ```suggestion block would stay open)."""
+    text = _clip(body)
+    if "\n" not in text and "`" not in text:
+        return f"- {lead}: {text}"
+    fence = "`" * max(3, max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    return f"- {lead}:\n{fence}text\n{text}\n{fence}"
 
 
 @dataclass(frozen=True)
@@ -241,16 +264,14 @@ class GitHubClient:
         return self._call(f"read pull request #{number}", call)
 
     def pull_feedback(self, number: int, head_sha: str) -> PullFeedback:
-        """Failing check runs of `head_sha`, change-requesting reviews and review comments of the PR."""
+        """Failing check runs of `head_sha` (name and conclusion), change-requesting reviews and review
+        comments of the PR."""
 
         def checks() -> tuple[str, ...]:
             failing = []
             for run in self._repo.get_commit(head_sha).get_check_runs():
-                if run.conclusion in ("failure", "timed_out", "cancelled", "action_required"):
-                    output = run.output
-                    detail = _clip(" - ".join(part for part in (getattr(output, "title", None),
-                                                                 getattr(output, "summary", None)) if part))
-                    failing.append(f"- {run.name}: {run.conclusion}" + (f": {detail}" if detail else ""))
+                if run.conclusion in FAILING_CONCLUSIONS:
+                    failing.append(f"- `{_flat(run.name)}`: {_flat(run.conclusion, 40)}")
                 if len(failing) >= _FEEDBACK_ITEMS:
                     break
             return tuple(failing)
@@ -260,11 +281,11 @@ class GitHubClient:
             found = []
             for comment in pull.get_review_comments():
                 line = comment.line or comment.original_line
-                where = f"{comment.path}:{line}" if line else comment.path
-                found.append(f"- {where} (@{comment.user.login}): {_clip(comment.body)}")
+                where = f"{_flat(comment.path or '', 200)}:{line}" if line else _flat(comment.path or "", 200)
+                found.append(_feedback_item(f"{where} (@{_login(comment.user)})", comment.body))
                 if len(found) >= _FEEDBACK_ITEMS:
                     break
-            reviews = [f"- @{review.user.login}: {_clip(review.body)}" for review in pull.get_reviews()
+            reviews = [_feedback_item(f"@{_login(review.user)}", review.body) for review in pull.get_reviews()
                        if review.state == "CHANGES_REQUESTED" and (review.body or "").strip()]
             return tuple(found), tuple(reviews[:_FEEDBACK_ITEMS])
 
@@ -428,6 +449,11 @@ def _rate_limit_wait(status: int, headers: Mapping[str, str], message: str, now:
     if status == 429 or any(hint in lowered for hint in _SECONDARY_HINTS) or "rate limit" in lowered:
         return _SECONDARY_DEFAULT_WAIT
     return None
+
+
+def _login(user: Any) -> str:
+    """A comment's author (None: a deleted account, which GitHub shows as ghost)."""
+    return _flat(str(getattr(user, "login", None) or "ghost"), 60)
 
 
 def _check_run(item: Mapping[str, Any]) -> CheckRun:

@@ -387,11 +387,14 @@ class Snapshot(Git):
         self.run("update-ref", "refs/heads/opi-delivery", sha)
         return sha
 
-    def push(self, sha: str, branch: str) -> None:
-        """Push `sha` to `branch` without force; a remote that moved on raises PushRejected."""
+    def push(self, sha: str, branch: str, *, replaces: str = "") -> None:
+        """Push `sha` to `branch` without force; a remote that moved on raises PushRejected. `replaces`: the
+        branch's tip, which the caller checked is an ancestor of `sha` but this shallow copy does not hold;
+        the push then goes through only while the branch is still there."""
         if not self.push_url:
             raise GitError("the checkout has no `origin` remote to push to")
-        proc = self.run("push", "--porcelain", "--no-verify", RECEIVE_PACK, self.push_url,
+        lease = [f"--force-with-lease=refs/heads/{branch}:{replaces}"] if replaces else []
+        proc = self.run("push", "--porcelain", "--no-verify", *lease, RECEIVE_PACK, self.push_url,
                         f"{sha}:refs/heads/{branch}", with_token=True, check=False)
         if proc.returncode == 0:
             return

@@ -192,6 +192,9 @@ class BranchPlan:
     open_pr_into: str | None = None  # base of the PR to open or update
     start_from: str | None = None  # remote branch a new branch starts from
     patch_only_reason: str = ""
+    # The tip of `push_to` that the push replaces when the work does not start from it (checked to be an
+    # ancestor of where it starts): the broker's shallow copy does not hold it.
+    replaces: str = ""
 
 
 def plan_branch(task: Task, pull: PullRequest | None, *, mode: Mode, base_branch: str = "",
@@ -367,6 +370,10 @@ class ActionRun:
         except ValueError as exc:
             raise InputError(str(exc)) from None
         ci = self._ci_context_for(github, parse_workflow_run(payload).workflow_run.head_sha)
+        if ci is not None and ci.context.failing_checks == 0:
+            log("opi: automatic fix skipped: no check of the failing commit fails any more (a re-run passed, "
+                "or one is still running)")
+            return False, None
         bot = BotIdentity(login=self.inputs.bot_name, email=self.inputs.bot_email)
         decision = check_autofix(github, payload, task, settings=settings, bot=bot,
                                  current_signature=signature_of(ci.context) if ci else None)
@@ -584,7 +591,10 @@ class ActionRun:
         if plan.checkout == "pr_head":
             return repo.checkout_remote_branch(plan.branch)
         # A branch left by an earlier run continues from where it is, so the push fast-forwards.
-        if plan.push_to and repo.remote_branch_sha(plan.branch) is not None:
+        left = repo.remote_branch_sha(plan.branch) if plan.push_to else None
+        if left is not None and task.on_pull_request:
+            return self._from_pull_head(repo, plan, left)
+        if left is not None:
             return repo.checkout_remote_branch(plan.branch)
         try:
             return repo.create_branch(plan.branch, start=plan.start_from)
@@ -593,6 +603,20 @@ class ActionRun:
                 raise
             raise RunProblem(f"{exc} (the base branch comes from the `base_branch` input, else the "
                              "repository's default branch)") from None
+
+    def _from_pull_head(self, repo: Repo, plan: BranchPlan, left: str) -> str:
+        """`mode: pr` with `opi/pr-<n>` left by an earlier fix: the work starts from the pull request's head,
+        the code its checks and reviews are about. The push fast-forwards when the earlier fix is in that
+        head (its pull request was merged); when it is not, a new commit could not be pushed without
+        dropping it, so the run stops and says why."""
+        repo.fetch_branch(plan.branch)
+        head = repo.create_branch(plan.branch, start=plan.start_from)
+        if repo.run("merge-base", "--is-ancestor", left, head, check=False).returncode == 0:
+            plan.replaces = left
+            return head
+        raise RunProblem(f"`{plan.branch}`, left by an earlier fix, has commits that `{plan.start_from}` does "
+                         f"not: merge its pull request into `{plan.start_from}`, or delete the branch "
+                         f"`{plan.branch}`, then ask again.")
 
     def _run_agent(self, task: Task, plan: BranchPlan, base_sha: str, remote: Remote,
                    ci: CiInfo | None) -> AgentRun:
@@ -746,7 +770,7 @@ class ActionRun:
         commit_url = f"{self.context.server_url}/{task.repo}/commit/{sha}"
         self.state.record(pushing_branch=plan.push_to)
         try:
-            snapshot.push(sha, plan.push_to)
+            snapshot.push(sha, plan.push_to, replaces=plan.replaces)
         except PushRejected as exc:
             log(f"opi: {exc}")
             self.state.record(pushing_branch="")  # git said so: nothing landed
