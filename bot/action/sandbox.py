@@ -78,13 +78,34 @@ def processes_of(uid: int) -> list[int]:
     return found
 
 
+# Runs as the agent's uid. One kill(-1) reaches every process of the uid at once (the kernel holds the
+# task list while it signals, and a fork racing it is aborted); the loop then waits until none is alive
+# (zombies, which the broker reaps, do not count) and signals again if one is.
 _SWEEP = """
-import os, signal, sys
-for _ in range(100000):
+import os, signal, sys, time
+
+def alive():
+    me, found = os.getpid(), False
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == me:
+            continue
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                fields = dict(line.split(":", 1) for line in status if ":" in line)
+        except OSError:
+            continue
+        if int(fields["Uid"].split()[0]) == os.getuid() and not fields["State"].strip().startswith(("Z", "X")):
+            found = True
+    return found
+
+for _ in range(500):
     try:
         os.kill(-1, signal.SIGKILL)
     except ProcessLookupError:
         sys.exit(0)
+    if not alive():
+        sys.exit(0)
+    time.sleep(0.01)
 sys.exit(1)
 """
 
