@@ -5,7 +5,6 @@ the real providers against the scripted server."""
 
 from __future__ import annotations
 
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,11 +27,8 @@ SONNET = "anthropic:claude-sonnet-4-5"  # $3 / $15 per million input / output to
 
 
 @pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    root = tmp_path / "work"
-    root.mkdir()
-    subprocess.run(["git", "init", "-q", str(root)], check=True, timeout=30)
-    return root
+def workspace(repo: Path) -> Path:
+    return repo  # an empty git repository (tests/conftest.py)
 
 
 def reply(text: str = "", *, cost: float | None, calls: list[ToolCall] | None = None) -> AssistantMessage:
