@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 
@@ -64,7 +64,49 @@ Handler = Callable[[FakeRequest, "re.Match[str]"], FakeResponse]
 _REPO = r"/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)"
 
 
-class FakeGitHub:
+# The lifecycle every loopback test server shares. It lives here, not in a module of its own, because this
+# file is also served standalone (outside pytest, with only tests/ on sys.path) and imports no sibling.
+class LoopbackServer:
+    """A ThreadingHTTPServer on 127.0.0.1 (an ephemeral port), served by a daemon thread; a context
+    manager. A subclass says how requests are handled (`handler()`)."""
+
+    poll_interval = 0.5  # how often serve_forever looks for shutdown(), in seconds
+
+    def __init__(self) -> None:
+        self._server: ThreadingHTTPServer | None = None
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler())
+        server.daemon_threads = True
+        self._server = server
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": self.poll_interval},
+                         daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """`http://127.0.0.1:PORT`, no trailing slash."""
+        assert self._server is not None, "start() the server first"
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+
+class FakeGitHub(LoopbackServer):
     def __init__(self, *, token: str = "ghs_fake_token_for_tests_0123456789", check_requests: bool = False) -> None:
         self.token = token
         self.check_requests = check_requests
@@ -88,36 +130,11 @@ class FakeGitHub:
         self.reviews: dict[int, list[dict[str, Any]]] = {}  # PR number -> reviews
         self._ids = itertools.count(1000)
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__()
         self._register_builtin_routes()
 
-    # -- lifecycle ----------------------------------------------------------------------------------
-    def start(self) -> FakeGitHub:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        server.daemon_threads = True
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeGitHub:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "start() the fake first"
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        return _make_handler(self)
 
     # -- configuration ------------------------------------------------------------------------------
     def route(self, method: str, pattern: str, handler: Handler, *, authenticated: bool = True) -> None:

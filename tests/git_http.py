@@ -28,10 +28,12 @@ import subprocess
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.fake_github import LoopbackServer
 
 REALM = "fake"
 _RECEIVE_PACK = "git-receive-pack"
@@ -75,7 +77,7 @@ def basic_credentials(header: str) -> tuple[str, str] | None:
     return user, password
 
 
-class GitHttpServer:
+class GitHttpServer(LoopbackServer):
     """`git http-backend` behind a ThreadingHTTPServer on 127.0.0.1 (ephemeral port)."""
 
     def __init__(self, project_root: Path, *,
@@ -85,34 +87,10 @@ class GitHttpServer:
         self.requests: list[GitHttpRequest] = []
         self.cgi_errors: list[str] = []  # http-backend's stderr, when it wrote any
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+        super().__init__()
 
-    # -- lifecycle ----------------------------------------------------------------------------------
-    def start(self) -> GitHttpServer:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        server.daemon_threads = True
-        self._server = server
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> GitHttpServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """`http://127.0.0.1:PORT`: the base URL, no trailing slash (a credential helper's scope)."""
-        assert self._server is not None, "start() the server first"
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        return _make_handler(self)
 
     def repo_url(self, name: str) -> str:
         """The clone URL of `project_root/name` (e.g. "remote.git")."""

@@ -8,9 +8,8 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from bot.action.git_auth import (
     hardened_git_env,
     token_credential,
 )
+from tests.fake_github import LoopbackServer
 
 TOKEN = "ghs_SECRETtoken0123456789abcdefABCDEF"
 IDENTITY = {"GIT_AUTHOR_NAME": "bot", "GIT_AUTHOR_EMAIL": "bot@example.invalid",
@@ -115,11 +115,15 @@ def test_a_token_needs_its_url(tmp_path: Path, home: Path) -> None:
 
 
 # -- end to end over HTTP, with a spy in the helper chain ----------------------------------------------------
-class BasicAuthServer:
+class BasicAuthServer(LoopbackServer):
     """Answers 401 + `WWW-Authenticate: Basic` until a request carries credentials, then records them."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.authorizations: list[str] = []
+        self.start()
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -137,17 +141,10 @@ class BasicAuthServer:
                 self.send_header("content-length", "0")
                 self.end_headers()
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return Handler
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.stop()
 
 
 @pytest.fixture

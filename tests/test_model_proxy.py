@@ -8,7 +8,7 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import httpx2
@@ -28,6 +28,7 @@ from bot.llm.errors import AuthError, BadRequestError, ConfigError, OverloadedEr
 from bot.llm.messages import UserMessage
 from bot.llm.models import EndpointConfig, resolve_model
 from bot.tools.base import is_secret_env_name
+from tests.fake_github import LoopbackServer
 from tests.fake_llm import ErrorReply, FakeLLMServer, Reply
 from tests.provider_support import READ_TOOL, request, run
 
@@ -345,14 +346,21 @@ def test_stream_redactor_holds_back_nothing_after_a_complete_event() -> None:
 
 
 # -- streaming, disconnects, stop -----------------------------------------------------------------------
-class GatedUpstream:
+class GatedUpstream(LoopbackServer):
     """An upstream that sends one SSE event, then waits for `gate` before finishing; `client_gone` is
     set when writing fails because the proxy closed the connection."""
 
+    poll_interval = 0.02
+
     def __init__(self, *, endless: bool = False) -> None:
+        super().__init__()
+        self.endless = endless
         self.gate = threading.Event()
         self.client_gone = threading.Event()
         self.finished = threading.Event()
+        self.start()
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -370,7 +378,7 @@ class GatedUpstream:
                 self.end_headers()
                 try:
                     self.chunk(b"event: first\ndata: {}\n\n")
-                    while endless and not owner.gate.wait(0.02):
+                    while owner.endless and not owner.gate.wait(0.02):
                         self.chunk(b"event: ping\ndata: {}\n\n")
                     owner.gate.wait(30)
                     self.chunk(b"event: last\ndata: {}\n\n")
@@ -384,20 +392,11 @@ class GatedUpstream:
                 self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
                 self.wfile.flush()
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02},
-                                       daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return Handler
 
     def close(self) -> None:
         self.gate.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.stop()
 
 
 @pytest.fixture
