@@ -44,6 +44,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from bot.llm.errors import ConfigError
+from bot.llm.http import shutdown_socket
 from bot.llm.models import SPECIAL_PROVIDERS, EndpointConfig, all_endpoints, parse_spec
 
 if TYPE_CHECKING:
@@ -146,7 +147,7 @@ class ModelProxy:
         with self._lock:
             active = list(self._active)
         for response in active:  # a handler blocked reading upstream returns at once
-            _shutdown_socket(response)
+            shutdown_socket(response)
         server.close_connections(_STOP_WAIT)
         if self._client is not None:
             self._client.close()
@@ -532,14 +533,6 @@ class _tracked:
     def __exit__(self, *exc_info: object) -> None:
         with self._proxy._lock:
             self._proxy._active.discard(self._response)
-
-
-def _shutdown_socket(response: httpx2.Response) -> None:
-    stream = response.extensions.get("network_stream")
-    sock = stream.get_extra_info("socket") if stream is not None else None
-    if isinstance(sock, socket.socket):
-        with contextlib.suppress(OSError):  # already closed: the relay is finishing anyway
-            sock.shutdown(socket.SHUT_RDWR)
 
 
 # -- wiring a model spec through the proxy -----------------------------------------------------------------

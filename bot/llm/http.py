@@ -360,7 +360,7 @@ class _CancelWatcher:
                     with self._cond:
                         still_reading = self._active.pop(token, None) is not None
                     if still_reading:
-                        _shutdown_socket(response)
+                        shutdown_socket(response)
 
 
 _watcher = _CancelWatcher()
@@ -384,7 +384,8 @@ class _closed_on_cancel:
             _watcher.unwatch(self._token)
 
 
-def _shutdown_socket(response: httpx2.Response) -> None:
+def shutdown_socket(response: httpx2.Response) -> None:
+    """Shut the response's connection down under a thread blocked reading it (the broker's model proxy too)."""
     import socket
 
     stream = response.extensions.get("network_stream")
