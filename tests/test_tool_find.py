@@ -11,6 +11,7 @@ import pytest
 
 from bot.tools.base import ToolContext, ToolOutput
 from bot.tools.find import FindTool, GlobMatcher
+from tests.tool_support import recording_wrapper
 
 
 def git(cwd: Path, *args: str) -> None:
@@ -116,11 +117,7 @@ def test_unclosed_brace_is_a_clear_error(tmp_path: Path) -> None:
 def test_git_gets_the_scrubbed_environment(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real_git = shutil.which("git")
     assert real_git is not None
-    dump = tmp_path / "git-env.txt"
-    fake = tmp_path / "bin" / "git"
-    fake.parent.mkdir()
-    fake.write_text(f"#!/bin/sh\nenv >> '{dump}'\nexec '{real_git}' \"$@\"\n")
-    fake.chmod(0o755)
+    fake, dump = recording_wrapper(tmp_path, "git", real_git)
     monkeypatch.setenv("GITHUB_TOKEN", "leak-0")  # in the agent's own environment
     ctx = ToolContext(workspace=repo)
     ctx.env = {**ctx.env, "PATH": f"{fake.parent}{os.pathsep}{ctx.env.get('PATH', '')}",

@@ -18,6 +18,7 @@ import pytest
 from bot.tools.base import ToolContext, ToolOutput
 from bot.tools.grep import GrepTool
 from bot.tools.proc import descendants
+from tests.tool_support import recording_wrapper
 
 # On PATH, or in the venv beside this interpreter when the venv is not activated.
 RG = shutil.which("rg") or shutil.which("rg", path=str(Path(sys.executable).parent))
@@ -251,11 +252,7 @@ def test_the_python_search_of_a_catastrophic_regex_stops_on_cancel_with_a_scrubb
 
 @needs_rg
 def test_ripgrep_gets_the_scrubbed_environment(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    dump = tmp_path / "rg-env.txt"
-    fake = tmp_path / "bin" / "rg"
-    fake.parent.mkdir()
-    fake.write_text(f"#!/bin/sh\nenv > '{dump}'\nexec '{rg_path()}' \"$@\"\n")
-    fake.chmod(0o755)
+    fake, dump = recording_wrapper(tmp_path, "rg", rg_path())
     monkeypatch.setenv("GITHUB_TOKEN", "leak-0")  # in the agent's own environment
     ctx = ToolContext(workspace=repo)
     ctx.env = {**ctx.env, "ANTHROPIC_API_KEY": "leak-1", "MY_ENDPOINT_KEY": "leak-2", "VISIBLE_SETTING": "ok"}
